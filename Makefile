@@ -1,0 +1,79 @@
+# assotic task runner. `make help` lists every target.
+# Every target runs inside .venv, which is created on first use.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYSTEM ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYINFRA := $(VENV)/bin/pyinfra
+PYTEST := $(VENV)/bin/pytest
+
+INVENTORY ?= inventory/lab.py
+TENANTS ?= group_data/tenants
+export ASSOTIC_TENANTS_DIR := $(TENANTS)
+
+.PHONY: help install check schema lab lab-down lab-status deploy verify test test-unit test-lab \
+        secrets-init secret-list secret-show secret-set secret-rotate clean
+
+help: ## List every target, one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "  Variables: INVENTORY=$(INVENTORY) TENANTS=$(TENANTS) NAME=<secret name>"
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON_SYSTEM) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv with the pinned tools (requirements.txt)
+
+check: $(VENV)/.installed ## Validate INVENTORY and TENANTS without touching any host
+	$(PY) -m assotic check --inventory $(INVENTORY) --tenants $(TENANTS)
+
+schema: $(VENV)/.installed ## Rewrite schema/tenant.schema.json from the schema module
+	$(PY) -m assotic schema > schema/tenant.schema.json
+
+lab: $(VENV)/.installed ## Start the local lab containers and deploy the example associations
+	$(PY) -m assotic.lab up
+	$(PYINFRA) -y inventory/lab.py deploy.py
+
+lab-status: $(VENV)/.installed ## Show the lab containers and their SSH ports
+	$(PY) -m assotic.lab status
+
+lab-down: $(VENV)/.installed ## Remove the lab containers (cached images are kept)
+	$(PY) -m assotic.lab down
+
+deploy: $(VENV)/.installed ## Deploy to INVENTORY (same as `pyinfra INVENTORY deploy.py`)
+	$(PYINFRA) $(INVENTORY) deploy.py
+
+verify: $(VENV)/.installed ## Run the testinfra checks against INVENTORY over SSH
+	$(PYTEST) tests/verify --inventory=$(INVENTORY)
+
+test: test-unit test-lab ## Run every test: unit tests, then the lab tests
+
+test-unit: $(VENV)/.installed ## Unit tests: schema, bad inputs, secrets, templates (no host)
+	$(PYTEST) tests/unit
+
+test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart
+	$(PYTEST) tests/lab
+
+secrets-init: $(VENV)/.installed ## Create the secrets key (outside git) and an empty store
+	$(PY) -m assotic secrets init
+
+secret-list: $(VENV)/.installed ## List the secret names in the store (never the values)
+	$(PY) -m assotic secrets list
+
+secret-show: $(VENV)/.installed ## Print one secret: make secret-show NAME=<name>
+	$(PY) -m assotic secrets show "$(NAME)"
+
+secret-set: $(VENV)/.installed ## Set one secret, read from stdin: make secret-set NAME=<name>
+	$(PY) -m assotic secrets set "$(NAME)"
+
+secret-rotate: $(VENV)/.installed ## Replace one generated secret with a new one: NAME=<name>
+	$(PY) -m assotic secrets rotate "$(NAME)"
+
+clean: ## Remove .venv and caches (not the lab, see lab-down)
+	rm -rf $(VENV) .pytest_cache

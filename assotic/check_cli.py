@@ -1,0 +1,45 @@
+"""`make check`: load an inventory exactly as pyinfra does, which runs every preflight check.
+
+No host is contacted and nothing is written: generated secrets that are missing
+are listed, and will be created by the next deploy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from assotic.preflight import REPO_ROOT, Platform
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="assotic check", description=__doc__)
+    parser.add_argument("--inventory", default="inventory/lab.py", help="pyinfra inventory file")
+    parser.add_argument("--tenants", default=None, help="directory of tenant files")
+    args = parser.parse_args(argv)
+
+    if not Path(args.inventory).is_file():
+        print(f"assotic: {args.inventory}: inventory file not found", flush=True)
+        return 2
+    os.environ["ASSOTIC_INVENTORY_LABEL"] = args.inventory
+    os.environ["ASSOTIC_CHECK_ONLY"] = "1"
+    if args.tenants:
+        os.environ["ASSOTIC_TENANTS_DIR"] = args.tenants
+
+    from pyinfra_cli.inventory import make_inventory
+
+    # Same loader, same group_data as `pyinfra <inventory> deploy.py`; a problem exits with 2.
+    inventory = make_inventory(args.inventory, cwd=str(REPO_ROOT))
+    first_host = next(iter(inventory))
+    platform: Platform = first_host.data.platform
+    hosts = ", ".join(h.name for h in inventory)
+    print(f"assotic: {args.inventory} and {len(platform.tenants)} association(s) are valid "
+          f"(hosts: {hosts}).")
+    for tenant in platform.tenants:
+        apps = ", ".join(f"{name} on {app.host}" for name, app in tenant.apps.enabled().items())
+        print(f"  - {tenant.slug}: {apps}")
+    if platform.new_secrets:
+        print(f"assotic: {len(platform.new_secrets)} generated secret(s) are not in the store yet; "
+              "the next deploy creates them.")
+    return 0

@@ -1,0 +1,258 @@
+"""Everything checked before pyinfra connects to any host.
+
+group_data/all.py calls `load_platform(inventory)` while pyinfra builds its
+inventory, which happens before the first connection. If anything is wrong in
+the inventory, the tenant files or the secrets, every problem is printed and the
+process stops: no host is touched. `make check` runs exactly the same code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assotic.report import InputError, Problem, exit_with
+from assotic.tenants import APP_GROUPS, HOST_PATTERN, SLUG_PATTERN, Tenant, load_tenants
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Inventory groups assotic knows. A host's groups decide which roles run on it.
+KNOWN_GROUPS = {
+    "web": "web hosts: Nextcloud, Paheko and Mattermost behind nginx",
+    "bbb": "BigBlueButton hosts (one machine each, ports 80/443 to itself)",
+    "turn": "coturn TURN servers for BigBlueButton",
+    "backup": "backup targets reached over SFTP",
+}
+# BigBlueButton takes over nginx, ports 80/443 and much of the machine: it shares with nothing.
+EXCLUSIVE_GROUPS = {"bbb"}
+
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-", "sk-ssh-ed25519@", "sk-ecdsa-sha2-")
+
+
+@dataclass(frozen=True)
+class InventoryView:
+    """What preflight needs of an inventory: plain names and data, no pyinfra objects."""
+
+    label: str  # the inventory file, as typed by the operator
+    groups: dict[str, list[str]]  # group name -> host names
+    hosts: dict[str, dict[str, Any]]  # host name -> data written in the inventory file
+
+    def groups_of(self, host_name: str) -> set[str]:
+        return {g for g, names in self.groups.items() if host_name in names}
+
+
+@dataclass
+class Platform:
+    """The validated data every role reads: set once per pyinfra run as host data."""
+
+    tenants: list[Tenant]
+    secrets: Any  # assotic.secrets_store.SecretStore (values decrypted on demand, in memory)
+    new_secrets: list[str] = field(default_factory=list)  # generated during this run
+
+    def tenants_on(self, host_name: str) -> list[Tenant]:
+        return [t for t in self.tenants if t.apps_on(host_name)]
+
+
+def inventory_view(inventory: Any, label: str) -> InventoryView:
+    """Build the view from pyinfra's (fake, pre-connection) Inventory object."""
+    stem = Path(label).stem
+    groups = {
+        name: [h.name for h in hosts]
+        for name, hosts in inventory.groups.items()
+        if name not in {"all", stem}  # pyinfra adds these two by itself
+    }
+    hosts = {h.name: dict(inventory.get_host_data(h.name) or {}) for h in inventory}
+    return InventoryView(label=label, groups=groups, hosts=hosts)
+
+
+def inventory_label_from_argv(argv: list[str]) -> str:
+    """pyinfra does not tell group data which inventory file it loads; find it on its command line."""
+    candidates = [a for a in argv[1:] if a.endswith(".py") and Path(a).is_file()]
+    for arg in candidates:
+        if Path(arg).parent.name == "inventory":
+            return arg
+    return candidates[0] if candidates else "the inventory"
+
+
+# --- Inventory ---------------------------------------------------------------------------------
+
+
+def inventory_problems(view: InventoryView) -> list[Problem]:
+    problems: list[Problem] = []
+    for group in view.groups:
+        if group not in KNOWN_GROUPS:
+            problems.append(Problem(view.label, group, "a known group name: "
+                                    + ", ".join(sorted(KNOWN_GROUPS)) + f"; got {group!r}"))
+    if not view.hosts:
+        problems.append(Problem(view.label, "", "at least one host in a group such as web"))
+    for name, data in view.hosts.items():
+        where = f"{name}"
+        if not HOST_PATTERN.fullmatch(name):
+            problems.append(Problem(view.label, where, "a host name of lowercase letters, digits, "
+                                    f"- and dots, like web-1; got {name!r}"))
+        groups = view.groups_of(name) & set(KNOWN_GROUPS)
+        if not groups:
+            problems.append(Problem(view.label, where, "the host in one of the groups "
+                                    + ", ".join(sorted(KNOWN_GROUPS))))
+        for exclusive in EXCLUSIVE_GROUPS & groups:
+            if len(groups) > 1:
+                problems.append(Problem(view.label, where, f"a host of group {exclusive} in no "
+                                        f"other group ({KNOWN_GROUPS[exclusive]}); it is also in "
+                                        + ", ".join(sorted(groups - {exclusive}))))
+        problems += host_data_problems(view.label, name, data)
+    return problems
+
+
+def host_data_problems(label: str, host_name: str, data: dict[str, Any]) -> list[Problem]:
+    """Check the host data keys assotic relies on; pyinfra's own keys are left to pyinfra."""
+    problems: list[Problem] = []
+
+    def bad(key: str, expected: str) -> None:
+        problems.append(Problem(label, f"{host_name}.{key}", f"{expected}; got {data[key]!r}"))
+
+    if "ssh_port" in data:
+        port = data["ssh_port"]
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            bad("ssh_port", "a port number from 1 to 65535")
+    if "ssh_hostname" in data:
+        address = data["ssh_hostname"]
+        if not isinstance(address, str) or not (_is_ip(address) or HOST_PATTERN.fullmatch(address)):
+            bad("ssh_hostname", "an IP address or a DNS name to connect to")
+    if "ssh_user" in data and not (isinstance(data["ssh_user"], str)
+                                   and SLUG_PATTERN.fullmatch(data["ssh_user"])
+                                   or data["ssh_user"] == "root"):
+        bad("ssh_user", "a Unix login name")
+    if "ssh_key" in data:
+        key = data["ssh_key"]
+        if not isinstance(key, str) or not Path(os.path.expanduser(key)).is_file():
+            hint = " (run `make lab` to create the lab key)" if ".lab" in str(key) else ""
+            bad("ssh_key", f"the path of an existing private key file{hint}")
+    if "sysadmins" in data:
+        problems += sysadmin_problems(label, f"{host_name}.sysadmins", data["sysadmins"])
+    return problems
+
+
+def sysadmin_problems(label: str, field_name: str, sysadmins: Any) -> list[Problem]:
+    """sysadmins: [{name: <unix login>, ssh_keys: [<public key line>, ...]}, ...]"""
+    if not isinstance(sysadmins, list):
+        return [Problem(label, field_name, f"a list of {{name, ssh_keys}}; got {sysadmins!r}")]
+    problems = []
+    for i, admin in enumerate(sysadmins):
+        where = f"{field_name}.{i}"
+        if not isinstance(admin, dict) or set(admin) != {"name", "ssh_keys"}:
+            problems.append(Problem(label, where, "a mapping with exactly name and ssh_keys; "
+                                    f"got {admin!r}"))
+            continue
+        if not isinstance(admin["name"], str) or not SLUG_PATTERN.fullmatch(admin["name"]):
+            problems.append(Problem(label, f"{where}.name", "a Unix login: lowercase letters, "
+                                    f"digits and _, starting with a letter; got {admin['name']!r}"))
+        keys = admin["ssh_keys"]
+        if not isinstance(keys, list) or not keys:
+            problems.append(Problem(label, f"{where}.ssh_keys", "a non-empty list of public keys"))
+            continue
+        for j, key in enumerate(keys):
+            if not isinstance(key, str) or not key.startswith(SSH_KEY_TYPES) or "\n" in key \
+                    or len(key.split()) < 2:
+                problems.append(Problem(label, f"{where}.ssh_keys.{j}", "one public key line such as "
+                                        f"'ssh-ed25519 AAAA... name@laptop'; got {str(key)[:40]!r}"))
+    return problems
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- Tenants against the inventory -------------------------------------------------------------
+
+
+def placement_problems(view: InventoryView, tenants: list[tuple[str, Tenant]]) -> list[Problem]:
+    """Each app must run on a host of the inventory, in the group that serves that app."""
+    problems: list[Problem] = []
+    for label, tenant in tenants:
+        for app, placement in tenant.apps.enabled().items():
+            field_name = f"apps.{app}.host"
+            wanted = APP_GROUPS[app]
+            if placement.host not in view.hosts:
+                problems.append(Problem(label, field_name, f"a host of {view.label} "
+                                        f"(group {wanted}: {', '.join(view.groups.get(wanted, [])) or 'none'}); "
+                                        f"got {placement.host!r}"))
+            elif wanted not in view.groups_of(placement.host):
+                problems.append(Problem(label, field_name, f"a host of group {wanted} in "
+                                        f"{view.label}; {placement.host!r} is in "
+                                        + (", ".join(sorted(view.groups_of(placement.host))) or "no group")))
+    return problems
+
+
+# --- Secrets -----------------------------------------------------------------------------------
+
+
+def generated_secret_names(tenants: list[Tenant]) -> list[str]:
+    """Secrets assotic creates itself, one set per association and app."""
+    names = []
+    for tenant in tenants:
+        for app in tenant.apps.enabled():
+            names += [f"tenants/{tenant.slug}/{app}/db_password",
+                      f"tenants/{tenant.slug}/{app}/admin_password"]
+    return names
+
+
+def open_secrets(create_missing: list[str], write: bool):
+    """Open the store; returns (store, newly generated names, problems)."""
+    from assotic import secrets_store
+
+    store_path = secrets_store.default_store_path()
+    try:
+        store = secrets_store.SecretStore.open()
+    except secrets_store.SecretsError as err:
+        return None, [], [Problem(str(store_path), "", str(err))]
+    missing = store.missing(create_missing)
+    if write and missing:
+        store.ensure_generated(missing)
+        store.save()
+    return store, missing, []
+
+
+# --- The whole preflight -----------------------------------------------------------------------
+
+
+def tenants_dir() -> Path:
+    return Path(os.environ.get("ASSOTIC_TENANTS_DIR") or REPO_ROOT / "group_data" / "tenants")
+
+
+def check_everything(view: InventoryView, directory: Path, write_secrets: bool) -> Platform:
+    """Run every check; raise InputError with all problems, or return the validated platform."""
+    loaded, problems = load_tenants(directory, label_root=Path.cwd())
+    problems += inventory_problems(view)
+    problems += placement_problems(view, loaded)
+    tenants = [t for _, t in loaded]
+    if problems:
+        # Secrets are only generated for data that is known to be good.
+        store, new, secret_problems = open_secrets([], write=False)
+    else:
+        store, new, secret_problems = open_secrets(generated_secret_names(tenants), write_secrets)
+    problems += secret_problems
+    if problems:
+        raise InputError(problems)
+    return Platform(tenants=tenants, secrets=store, new_secrets=new)
+
+
+def load_platform(inventory: Any, argv: list[str] | None = None) -> Platform:
+    """Entry point for group_data/all.py: validate, or print every problem and stop pyinfra."""
+    label = os.environ.get("ASSOTIC_INVENTORY_LABEL") or inventory_label_from_argv(argv or sys.argv)
+    write = os.environ.get("ASSOTIC_CHECK_ONLY") != "1"
+    try:
+        platform = check_everything(inventory_view(inventory, label), tenants_dir(), write)
+    except InputError as err:
+        exit_with(err.problems)
+    if platform.new_secrets:
+        print(f"assotic: generated {len(platform.new_secrets)} new secret(s) in the encrypted store; "
+              "commit it so the whole team has them.", file=sys.stderr)
+    return platform

@@ -1,0 +1,18 @@
+"""The local lab inventory: containers started by `make lab` on this machine.
+
+Fixed, not generated: the hosts, their Debian release and their SSH ports are
+declared once in assotic/lab.py (LAB_HOSTS) and read here. `make lab` creates
+the SSH key and known_hosts under .lab/ssh/ before pyinfra connects.
+
+The lab keeps its own throw-away secrets store and key under .lab/, so it
+never needs (or touches) the production key.
+"""
+
+import os
+
+from assotic.lab import LAB_HOSTS, lab_ssh_data
+
+os.environ.setdefault("ASSOTIC_SECRETS_FILE", ".lab/secrets.enc.json")
+os.environ.setdefault("ASSOTIC_SECRETS_KEY", ".lab/secrets.key")
+
+web = [(h.name, lab_ssh_data(h)) for h in LAB_HOSTS if h.group == "web"]
