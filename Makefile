@@ -12,10 +12,13 @@ PYTEST := $(VENV)/bin/pytest
 
 INVENTORY ?= inventory/lab.py
 TENANTS ?= group_data/tenants
+# pytest exits 5 when it collected no test: say so, and fail, rather than pass quietly.
+PYTEST_RUN = run() { $(PYTEST) "$$@"; rc=$$?; [ $$rc -ne 5 ] || echo "make: pytest collected no test"; return $$rc; }; run
 export ASSOTIC_TENANTS_DIR := $(TENANTS)
 
 .PHONY: help install check schema lab lab-down lab-status deploy verify test test-unit test-lab \
-        secrets-init secret-list secret-show secret-set secret-rotate clean
+        secrets-init secret-list secret-show secret-set secret-rotate secrets-reseal \
+        secrets-rekey clean
 
 help: ## List every target, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,15 +53,15 @@ deploy: $(VENV)/.installed ## Deploy to INVENTORY (same as `pyinfra INVENTORY de
 	$(PYINFRA) $(INVENTORY) deploy.py
 
 verify: $(VENV)/.installed ## Run the testinfra checks against INVENTORY over SSH
-	$(PYTEST) tests/verify --inventory=$(INVENTORY)
+	$(PYTEST_RUN) tests/verify --inventory=$(INVENTORY)
 
 test: test-unit test-lab ## Run every test: unit tests, then the lab tests
 
 test-unit: $(VENV)/.installed ## Unit tests: schema, bad inputs, secrets, templates (no host)
-	$(PYTEST) tests/unit
+	$(PYTEST_RUN) tests/unit
 
 test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart
-	$(PYTEST) tests/lab
+	$(PYTEST_RUN) tests/lab -v
 
 secrets-init: $(VENV)/.installed ## Create the secrets key (outside git) and an empty store
 	$(PY) -m assotic secrets init
@@ -74,6 +77,12 @@ secret-set: $(VENV)/.installed ## Set one secret, read from stdin: make secret-s
 
 secret-rotate: $(VENV)/.installed ## Replace one generated secret with a new one: NAME=<name>
 	$(PY) -m assotic secrets rotate "$(NAME)"
+
+secrets-reseal: $(VENV)/.installed ## After a reviewed git merge of the store: re-check and rewrite its index
+	$(PY) -m assotic secrets reseal
+
+secrets-rekey: $(VENV)/.installed ## Re-encrypt the store under a new key: make secrets-rekey NEWKEY=<file>
+	$(PY) -m assotic secrets rekey "$(NEWKEY)"
 
 clean: ## Remove .venv and caches (not the lab, see lab-down)
 	rm -rf $(VENV) .pytest_cache

@@ -1,6 +1,0 @@
-"""Make the repository importable (assotic/, roles/) from every test folder."""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
