@@ -27,9 +27,15 @@ def run(argv: list[str]) -> int:
     if args.tenants:
         os.environ["ASSOTIC_TENANTS_DIR"] = args.tenants
 
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
 
     # Same loader, same group_data as `pyinfra <inventory> deploy.py`; a problem exits with 2.
+    # pyinfra's loader records the file it executes on the current State, so set one up.
+    state = State()
+    state.cwd = str(REPO_ROOT)
+    ctx_state.set(state)
     inventory = make_inventory(args.inventory, cwd=str(REPO_ROOT))
     first_host = next(iter(inventory))
     platform: Platform = first_host.data.platform

@@ -211,6 +211,8 @@ def open_secrets(create_missing: list[str], write: bool):
     store_path = secrets_store.default_store_path()
     try:
         store = secrets_store.SecretStore.open()
+    except secrets_store.MissingKeyError as err:
+        return None, [], [Problem(str(err.key_path), "", str(err))]
     except secrets_store.SecretsError as err:
         return None, [], [Problem(str(store_path), "", str(err))]
     missing = store.missing(create_missing)

@@ -10,9 +10,10 @@ never needs (or touches) the production key.
 
 import os
 
-from assotic.lab import LAB_HOSTS, lab_ssh_data
+from assotic.lab import LAB_HOSTS as _LAB_HOSTS
+from assotic.lab import lab_ssh_data as _lab_ssh_data
 
 os.environ.setdefault("ASSOTIC_SECRETS_FILE", ".lab/secrets.enc.json")
 os.environ.setdefault("ASSOTIC_SECRETS_KEY", ".lab/secrets.key")
 
-web = [(h.name, lab_ssh_data(h)) for h in LAB_HOSTS if h.group == "web"]
+web = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "web"]
