@@ -6,14 +6,19 @@ the SSH key and known_hosts under .lab/ssh/ before pyinfra connects.
 
 The lab keeps its own throw-away secrets store and key under .lab/, so it
 never needs (or touches) the production key.
+
+Names imported with a leading underscore: pyinfra takes every other list or
+tuple in this file for a host group.
 """
 
 import os
 
 from assotic.lab import LAB_HOSTS as _LAB_HOSTS
+from assotic.lab import SECRETS_KEY as _SECRETS_KEY
+from assotic.lab import SECRETS_STORE as _SECRETS_STORE
 from assotic.lab import lab_ssh_data as _lab_ssh_data
 
-os.environ.setdefault("ASSOTIC_SECRETS_FILE", ".lab/secrets.enc.json")
-os.environ.setdefault("ASSOTIC_SECRETS_KEY", ".lab/secrets.key")
+os.environ.setdefault("ASSOTIC_SECRETS_FILE", str(_SECRETS_STORE))
+os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))
 
 web = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "web"]
