@@ -1,19 +1,22 @@
 """assotic: the whole deploy, in order. Run with `pyinfra inventory/<name>.py deploy.py`.
 
-Tenant files and secrets were already validated in group_data/all.py, before
-pyinfra connected to any host: by the time this file runs, the data is good.
+Tenant files, inventory and secrets were already validated in group_data/all.py,
+before pyinfra connected to any host: by the time this file runs, the data is good.
 
 Order matters:
 1. base: packages, sysadmins, sshd, firewall, automatic security updates.
    It runs first so that a host is hardened before any application listens,
-   and it renders the firewall from the openings every other role declares.
+   and it renders the firewall from the openings every role declares.
 """
 
-from pyinfra import host
+import sys
+from pathlib import Path
 
-from roles import base
+# pyinfra puts only its working directory on sys.path; make `roles` importable from anywhere.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# Every role declares what it needs opened; only the base role writes the ruleset.
-firewall_openings = base.ssh_openings(host.data)
+from pyinfra import host  # noqa: E402
 
-base.base(firewall_openings=firewall_openings)
+from roles import base, firewall_openings  # noqa: E402
+
+base.base(firewall_openings=firewall_openings(host.data))

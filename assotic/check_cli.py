@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from assotic.preflight import REPO_ROOT, Platform
+from assotic.preflight import Platform, load_inventory_like_pyinfra
 
 
 def run(argv: list[str]) -> int:
@@ -22,21 +22,9 @@ def run(argv: list[str]) -> int:
     if not Path(args.inventory).is_file():
         print(f"assotic: {args.inventory}: inventory file not found", flush=True)
         return 2
-    os.environ["ASSOTIC_INVENTORY_LABEL"] = args.inventory
-    os.environ["ASSOTIC_CHECK_ONLY"] = "1"
     if args.tenants:
         os.environ["ASSOTIC_TENANTS_DIR"] = args.tenants
-
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
-
-    # Same loader, same group_data as `pyinfra <inventory> deploy.py`; a problem exits with 2.
-    # pyinfra's loader records the file it executes on the current State, so set one up.
-    state = State()
-    state.cwd = str(REPO_ROOT)
-    ctx_state.set(state)
-    inventory = make_inventory(args.inventory, cwd=str(REPO_ROOT))
+    inventory = load_inventory_like_pyinfra(args.inventory)
     first_host = next(iter(inventory))
     platform: Platform = first_host.data.platform
     hosts = ", ".join(h.name for h in inventory)

@@ -258,3 +258,27 @@ def load_platform(inventory: Any, argv: list[str] | None = None) -> Platform:
         print(f"assotic: generated {len(platform.new_secrets)} new secret(s) in the encrypted store; "
               "commit it so the whole team has them.", file=sys.stderr)
     return platform
+
+
+def load_inventory_like_pyinfra(inventory_file: str | Path, cwd: str | Path = REPO_ROOT):
+    """Load an inventory and its group_data exactly as `pyinfra <inventory> ...` run from cwd does.
+
+    Used by `make check` and `make verify`: preflight runs (a problem exits with 2), nothing
+    connects and no secret is written. Returns pyinfra's Inventory.
+    """
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory
+
+    os.environ["ASSOTIC_INVENTORY_LABEL"] = str(inventory_file)
+    os.environ["ASSOTIC_CHECK_ONLY"] = "1"
+    # pyinfra's loader records the file it executes on the current State, so set one up.
+    state = State()
+    state.cwd = str(cwd)
+    ctx_state.set(state)
+    previous = os.getcwd()
+    os.chdir(cwd)  # group_data files may use paths relative to it, as under pyinfra
+    try:
+        return make_inventory(str(Path(inventory_file).resolve()), cwd=str(cwd))
+    finally:
+        os.chdir(previous)

@@ -83,7 +83,7 @@ def test_drift_on_a_host_is_seen_and_repaired(second_deploy):
     """The idempotence check can fail: edit a managed file by hand, the next deploy must change it."""
     drifted = LAB_HOSTS[0]
     subprocess.run(["docker", "exec", container_name(drifted), "sh", "-c",
-                    "echo '# edited by hand' >> /etc/ssh/sshd_config.d/assotic.conf"], check=True)
+                    "echo '# edited by hand' >> /etc/ssh/sshd_config.d/00-assotic.conf"], check=True)
     per_host = changed_operations_per_host(deploy())
     assert per_host[drifted.name] >= 1
     assert all(count == 0 for host, count in per_host.items() if host != drifted.name)

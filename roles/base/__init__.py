@@ -1,0 +1,300 @@
+"""roles/base: what every assotic host gets before any application.
+
+Packages, hostname and timezone, sysadmin accounts, sshd hardening, the nftables
+firewall (rendered here from the openings every role declares), automatic security
+updates, time sync, bounded journald, an optional swap file and fail2ban for sshd.
+
+Knobs (host data, with defaults) are documented in docs/base.md. A second deploy
+changes nothing: every file is compared by checksum and every service is reloaded
+or restarted only when one of its files changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File, Sha1File
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from . import render
+from .facts import ActiveSwaps, ContainerType, SshKexAlgorithms
+from .model import DEFAULTS, BaseDataError, BaseSettings, Opening, Sysadmin, ssh_openings
+from .render import (
+    fail2ban_jail,
+    journald_config,
+    nftables_ruleset,
+    sshd_config,
+    sysadmin_sudoers,
+    unattended_upgrades_config,
+)
+
+__all__ = [
+    "BASE_PACKAGES",
+    "BaseDataError",
+    "BaseSettings",
+    "Opening",
+    "Sysadmin",
+    "base",
+    "nftables_ruleset",
+    "ssh_openings",
+    "sshd_config",
+    "sysadmin_sudoers",
+]
+
+BASE_PACKAGES = [
+    "sudo",
+    "openssh-server",
+    "nftables",
+    "fail2ban",
+    "python3-systemd",  # fail2ban's journal backend
+    "unattended-upgrades",
+    "systemd-timesyncd",
+    "ca-certificates",
+    "curl",
+    "less",
+    "vim-tiny",
+    "iproute2",  # ss, used by the verify checks
+]
+
+# "00-": sshd keeps the FIRST value it reads, and drop-ins are read in name order; a
+# provider's 50-cloud-init.conf (PasswordAuthentication yes) must not win over ours.
+SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-assotic.conf"
+SUDOERS_FILE = "/etc/sudoers.d/assotic-sysadmins"
+NFTABLES_CONF = "/etc/nftables.conf"
+JOURNALD_DROP_IN = "/etc/systemd/journald.conf.d/assotic.conf"
+AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"
+UNATTENDED_UPGRADES_DROP_IN = "/etc/apt/apt.conf.d/52assotic-unattended-upgrades"
+# .local, not .conf: read after Debian's jail.d/defaults-debian.conf, so ours wins.
+FAIL2BAN_JAIL = "/etc/fail2ban/jail.d/assotic.local"
+SWAP_FILE = "/swapfile"
+
+
+@deploy("Base host", data_defaults=DEFAULTS)
+def base(firewall_openings: list[Opening]) -> None:
+    settings = BaseSettings.from_data(host.data, openings=firewall_openings)
+    in_container = host.get_fact(ContainerType) != "none"
+
+    install_packages(settings)
+    configure_identity(settings, in_container)
+    configure_sysadmins(settings)
+    configure_sshd(settings)
+    configure_firewall(settings)
+    configure_unattended_upgrades(settings)
+    configure_time_sync(in_container)
+    configure_journald(settings)
+    configure_swap(settings, in_container)
+    configure_fail2ban(settings)
+
+
+def install_packages(settings: BaseSettings) -> None:
+    # cache_time: apt-get update at most once a day, so a second run is clean.
+    apt.packages(
+        name="Install base packages",
+        packages=BASE_PACKAGES + list(settings.base_extra_packages),
+        update=True,
+        cache_time=86400,
+    )
+
+
+def configure_identity(settings: BaseSettings, in_container: bool) -> None:
+    if in_container:
+        # Docker and LXC bind-mount /etc/hostname and /etc/hosts: the runtime owns
+        # them (hostnamectl fails with EBUSY). Start the container with --hostname.
+        host.noop("hostname is the container runtime's (docker run --hostname)")
+    else:
+        server.hostname(name=f"Set hostname {host.name}", hostname=host.name)
+        # sudo looks its own host name up; Debian maps it to 127.0.1.1.
+        files.line(
+            name="Map the hostname to 127.0.1.1 in /etc/hosts",
+            path="/etc/hosts",
+            line=r"^127\.0\.1\.1\s",
+            replace=f"127.0.1.1\t{host.name}",
+        )
+    server.timezone(name=f"Set timezone {settings.timezone}", timezone=settings.timezone)
+
+
+def configure_sysadmins(settings: BaseSettings) -> None:
+    for sysadmin in settings.sysadmins:
+        if sysadmin.present:
+            server.user(
+                name=f"Create sysadmin {sysadmin.name}",
+                user=sysadmin.name,
+                shell="/bin/bash",
+                create_home=True,
+                groups=["sudo"],
+                append=True,  # keep groups added by hand (adm, ...)
+                public_keys=list(sysadmin.ssh_keys),
+                delete_keys=True,  # authorized_keys is exactly the keys in data
+            )
+        else:
+            server.user(name=f"Remove sysadmin {sysadmin.name}", user=sysadmin.name, present=False)
+
+    install_validated(
+        path=SUDOERS_FILE,
+        content=sysadmin_sudoers(settings),
+        check="visudo -cf {candidate}",
+        mode="0440",
+    )
+
+
+def configure_sshd(settings: BaseSettings) -> None:
+    changed = install_validated(
+        path=SSHD_DROP_IN,
+        content=sshd_config(settings, host.get_fact(SshKexAlgorithms)),
+        # The drop-in alone is a valid sshd config; ssh.service's ExecReload then
+        # checks the whole configuration again (`sshd -t`) before it signals sshd.
+        check="sshd -t -f {candidate}",
+        mode="0644",
+    )
+    systemd.service(
+        name="Reload ssh",
+        service="ssh",
+        reloaded=True,
+        _if=any_changed(*changed),
+    )
+
+
+def configure_firewall(settings: BaseSettings) -> None:
+    # Raises before anything is written if SSH is missing from the openings.
+    changed = install_validated(
+        path=NFTABLES_CONF,
+        content=nftables_ruleset(settings.openings, settings.ssh_listen_port),
+        check="nft -c -f {candidate}",
+        mode="0755",  # Debian ships it executable (#!/usr/sbin/nft -f)
+    )
+    systemd.service(name="Enable and start nftables", service="nftables", running=True, enabled=True)
+    # reload-or-restart: on the first run the service may not be active yet.
+    server.shell(
+        name="Load /etc/nftables.conf",
+        commands=["systemctl reload-or-restart nftables"],
+        _if=any_changed(*changed),
+    )
+
+
+def configure_unattended_upgrades(settings: BaseSettings) -> None:
+    files.put(
+        name=f"Render {AUTO_UPGRADES}",
+        src=StringIO(render.auto_upgrades_config(settings)),
+        dest=AUTO_UPGRADES,
+        user="root",
+        group="root",
+        mode="0644",
+    )
+    files.put(
+        name=f"Render {UNATTENDED_UPGRADES_DROP_IN}",
+        src=StringIO(unattended_upgrades_config(settings)),
+        dest=UNATTENDED_UPGRADES_DROP_IN,
+        user="root",
+        group="root",
+        mode="0644",
+    )
+
+
+def configure_time_sync(in_container: bool) -> None:
+    # systemd-timesyncd.service has ConditionVirtualization=!container: systemd skips
+    # it in containers, where the clock is the host's (granting CAP_SYS_TIME would let
+    # it set the host clock). Enabled everywhere, started where it can run.
+    systemd.service(
+        name="Enable systemd-timesyncd",
+        service="systemd-timesyncd",
+        enabled=True,
+        running=None if in_container else True,
+    )
+
+
+def configure_journald(settings: BaseSettings) -> None:
+    journald = files.put(
+        name=f"Render {JOURNALD_DROP_IN}",
+        src=StringIO(journald_config(settings)),
+        dest=JOURNALD_DROP_IN,
+        user="root",
+        group="root",
+        mode="0644",
+        create_remote_dir=True,
+    )
+    systemd.service(
+        name="Restart systemd-journald",
+        service="systemd-journald",
+        restarted=True,
+        _if=journald.did_change,
+    )
+
+
+def configure_swap(settings: BaseSettings, in_container: bool) -> None:
+    if settings.swap_file_mb == 0:
+        return
+    if in_container:
+        # Swap is the kernel's, shared with the container host: never from inside.
+        host.noop(f"no swap file in a container (swap_file_mb={settings.swap_file_mb})")
+        return
+    # Guarded by facts: once /swapfile exists it is never rewritten (resizing is a
+    # manual step, see docs/base.md).
+    if host.get_fact(File, path=SWAP_FILE) is None:
+        server.shell(
+            name=f"Create {SWAP_FILE} ({settings.swap_file_mb} MiB)",
+            commands=[
+                # dd, not fallocate: swapon(8) rejects files with holes on some filesystems.
+                f"dd if=/dev/zero of={SWAP_FILE} bs=1M count={settings.swap_file_mb} status=none",
+                f"chmod 0600 {SWAP_FILE}",
+                f"mkswap {SWAP_FILE}",
+            ],
+        )
+    files.line(
+        name=f"Add {SWAP_FILE} to /etc/fstab",
+        path="/etc/fstab",
+        line=rf"^{SWAP_FILE}\s",
+        replace=f"{SWAP_FILE} none swap sw 0 0",
+    )
+    if SWAP_FILE not in host.get_fact(ActiveSwaps):
+        server.shell(name=f"Enable swap on {SWAP_FILE}", commands=[f"swapon {SWAP_FILE}"])
+
+
+def configure_fail2ban(settings: BaseSettings) -> None:
+    jail = files.put(
+        name=f"Render {FAIL2BAN_JAIL}",
+        src=StringIO(fail2ban_jail(settings)),
+        dest=FAIL2BAN_JAIL,
+        user="root",
+        group="root",
+        mode="0644",
+    )
+    systemd.service(name="Enable and start fail2ban", service="fail2ban", running=True, enabled=True)
+    # A shell restart, not systemd.service(restarted=True): that one skips services
+    # that were not running when facts were gathered, as on the first run.
+    server.shell(
+        name="Restart fail2ban",
+        commands=["systemctl restart fail2ban"],
+        _if=jail.did_change,
+    )
+
+
+def install_validated(path: str, content: str, check: str, mode: str) -> list[OperationMeta]:
+    """Install `content` at `path` only once `check` accepts it.
+
+    `check` is a command where {candidate} is the new file, uploaded next to the real
+    one (`<path>.assotic-new`, a name sudo, sshd and nft do not read). A rejected file
+    never replaces the working one. Returns the operations that changed `path`, for
+    reload decisions; none when the host already has this content.
+    """
+    user_group = {"user": "root", "group": "root"}
+    if host.get_fact(Sha1File, path=path) == hashlib.sha1(content.encode()).hexdigest():
+        files.file(name=f"Set mode {mode} on {path}", path=path, mode=mode, **user_group)
+        return []
+    candidate = f"{path}.assotic-new"
+    files.put(
+        name=f"Upload {candidate}",
+        src=StringIO(content),
+        dest=candidate,
+        mode=mode,
+        **user_group,
+    )
+    installed = server.shell(
+        name=f"Check and install {path}",
+        commands=[f"{check.format(candidate=candidate)} && mv -f {candidate} {path}"],
+    )
+    return [installed]
