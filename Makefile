@@ -53,15 +53,15 @@ deploy: $(VENV)/.installed ## Deploy to INVENTORY (same as `pyinfra INVENTORY de
 	$(PYINFRA) $(INVENTORY) deploy.py
 
 verify: $(VENV)/.installed ## Run the testinfra checks against INVENTORY over SSH
-	$(PYTEST_RUN) tests/verify --inventory=$(INVENTORY)
+	@$(PYTEST_RUN) tests/verify --inventory=$(INVENTORY)
 
 test: test-unit test-lab ## Run every test: unit tests, then the lab tests
 
 test-unit: $(VENV)/.installed ## Unit tests: schema, bad inputs, secrets, templates (no host)
-	$(PYTEST_RUN) tests/unit
+	@$(PYTEST_RUN) tests/unit
 
 test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart
-	$(PYTEST_RUN) tests/lab -v
+	@$(PYTEST_RUN) tests/lab -v
 
 secrets-init: $(VENV)/.installed ## Create the secrets key (outside git) and an empty store
 	$(PY) -m assotic secrets init

@@ -22,8 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Inventory groups assotic knows. A host's groups decide which roles run on it.
 KNOWN_GROUPS = {
-    "web": "web hosts: Nextcloud, Paheko and Mattermost behind nginx",
-    "bbb": "BigBlueButton hosts (one machine each, ports 80/443 to itself)",
+    "web": "Nextcloud, Paheko and Mattermost behind nginx",
+    "bbb": "BigBlueButton, which needs a machine of its own with ports 80 and 443",
     "turn": "coturn TURN servers for BigBlueButton",
     "backup": "backup targets reached over SFTP",
 }
@@ -101,8 +101,8 @@ def inventory_problems(view: InventoryView) -> list[Problem]:
         for exclusive in EXCLUSIVE_GROUPS & groups:
             if len(groups) > 1:
                 problems.append(Problem(view.label, where, f"a host of group {exclusive} in no "
-                                        f"other group ({KNOWN_GROUPS[exclusive]}); it is also in "
-                                        + ", ".join(sorted(groups - {exclusive}))))
+                                        f"other group, since it runs {KNOWN_GROUPS[exclusive]}; "
+                                        "it is also in " + ", ".join(sorted(groups - {exclusive}))))
         problems += host_data_problems(view.label, name, data)
     return problems
 

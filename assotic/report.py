@@ -31,7 +31,8 @@ class InputError(Exception):
 
 def format_problems(problems: list[Problem]) -> str:
     files = {p.file for p in problems}
-    lines = [f"  - {p}" for p in problems]
+    # Continuation lines of a long message stay under their bullet.
+    lines = [f"  - {p}".replace("\n", "\n    ") for p in problems]
     noun = "problem" if len(problems) == 1 else "problems"
     head = f"assotic: {len(problems)} {noun} in {len(files)} file(s); nothing was deployed."
     return "\n".join([head, *lines])
