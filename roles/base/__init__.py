@@ -11,15 +11,13 @@ or restarted only when one of its files changed.
 
 from __future__ import annotations
 
-import hashlib
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, Sha1File
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
+
+from roles.remote_files import install_validated, put_text
 
 from . import render
 from .facts import ActiveSwaps, ContainerType, SshKexAlgorithms
@@ -177,22 +175,8 @@ def configure_firewall(settings: BaseSettings) -> None:
 
 
 def configure_unattended_upgrades(settings: BaseSettings) -> None:
-    files.put(
-        name=f"Render {AUTO_UPGRADES}",
-        src=StringIO(render.auto_upgrades_config(settings)),
-        dest=AUTO_UPGRADES,
-        user="root",
-        group="root",
-        mode="0644",
-    )
-    files.put(
-        name=f"Render {UNATTENDED_UPGRADES_DROP_IN}",
-        src=StringIO(unattended_upgrades_config(settings)),
-        dest=UNATTENDED_UPGRADES_DROP_IN,
-        user="root",
-        group="root",
-        mode="0644",
-    )
+    put_text(AUTO_UPGRADES, render.auto_upgrades_config(settings))
+    put_text(UNATTENDED_UPGRADES_DROP_IN, unattended_upgrades_config(settings))
 
 
 def configure_time_sync(in_container: bool) -> None:
@@ -208,15 +192,7 @@ def configure_time_sync(in_container: bool) -> None:
 
 
 def configure_journald(settings: BaseSettings) -> None:
-    journald = files.put(
-        name=f"Render {JOURNALD_DROP_IN}",
-        src=StringIO(journald_config(settings)),
-        dest=JOURNALD_DROP_IN,
-        user="root",
-        group="root",
-        mode="0644",
-        create_remote_dir=True,
-    )
+    journald = put_text(JOURNALD_DROP_IN, journald_config(settings))
     systemd.service(
         name="Restart systemd-journald",
         service="systemd-journald",
@@ -255,14 +231,7 @@ def configure_swap(settings: BaseSettings, in_container: bool) -> None:
 
 
 def configure_fail2ban(settings: BaseSettings) -> None:
-    jail = files.put(
-        name=f"Render {FAIL2BAN_JAIL}",
-        src=StringIO(fail2ban_jail(settings)),
-        dest=FAIL2BAN_JAIL,
-        user="root",
-        group="root",
-        mode="0644",
-    )
+    jail = put_text(FAIL2BAN_JAIL, fail2ban_jail(settings))
     systemd.service(name="Enable and start fail2ban", service="fail2ban", running=True, enabled=True)
     # A shell restart, not systemd.service(restarted=True): that one skips services
     # that were not running when facts were gathered, as on the first run.
@@ -271,30 +240,3 @@ def configure_fail2ban(settings: BaseSettings) -> None:
         commands=["systemctl restart fail2ban"],
         _if=jail.did_change,
     )
-
-
-def install_validated(path: str, content: str, check: str, mode: str) -> list[OperationMeta]:
-    """Install `content` at `path` only once `check` accepts it.
-
-    `check` is a command where {candidate} is the new file, uploaded next to the real
-    one (`<path>.assotic-new`, a name sudo, sshd and nft do not read). A rejected file
-    never replaces the working one. Returns the operations that changed `path`, for
-    reload decisions; none when the host already has this content.
-    """
-    user_group = {"user": "root", "group": "root"}
-    if host.get_fact(Sha1File, path=path) == hashlib.sha1(content.encode()).hexdigest():
-        files.file(name=f"Set mode {mode} on {path}", path=path, mode=mode, **user_group)
-        return []
-    candidate = f"{path}.assotic-new"
-    files.put(
-        name=f"Upload {candidate}",
-        src=StringIO(content),
-        dest=candidate,
-        mode=mode,
-        **user_group,
-    )
-    installed = server.shell(
-        name=f"Check and install {path}",
-        commands=[f"{check.format(candidate=candidate)} && mv -f {candidate} {path}"],
-    )
-    return [installed]
