@@ -37,7 +37,14 @@ SECRETS_KEY = LAB_DIR / "secrets.key"
 SECRETS_STORE = LAB_DIR / "secrets.enc.json"  # the name inventory/lab.py gives the store
 
 IMAGE_REPOSITORY = "assotic-lab"
-CONTAINER_PREFIX = "assotic-lab-"
+# Several labs can run side by side on one machine (one per checkout, e.g. for developers
+# working in parallel): ASSOTIC_LAB_SLOT=N (0-9) shifts container names and SSH ports.
+# Each checkout keeps its own .lab/ folder anyway.
+LAB_SLOT = int(os.environ.get("ASSOTIC_LAB_SLOT", "0"))
+if not 0 <= LAB_SLOT <= 9:
+    raise SystemExit(f"lab: ASSOTIC_LAB_SLOT must be 0 to 9, got {LAB_SLOT}")
+CONTAINER_PREFIX = "assotic-lab-" if LAB_SLOT == 0 else f"assotic-lab{LAB_SLOT}-"
+SSH_PORT_BASE = 2200 + 10 * LAB_SLOT
 # Only Debian's archive is reachable (and ours to use).
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_RELEASES = {"bookworm": "12", "trixie": "13"}
@@ -76,8 +83,8 @@ class LabHost:
 # (LAB_HOSTS is imported into inventory/lab.py) as a host group, and for a tuple it takes
 # item 0 as the group's hosts, which crashes on a LabHost. A list is only skipped.
 LAB_HOSTS: list[LabHost] = [
-    LabHost("web-1", "bookworm", 2201, "web"),
-    LabHost("web-2", "trixie", 2202, "web"),
+    LabHost("web-1", "bookworm", SSH_PORT_BASE + 1, "web"),
+    LabHost("web-2", "trixie", SSH_PORT_BASE + 2, "web"),
 ]
 
 
