@@ -1,0 +1,152 @@
+"""What an application needs from the shared platform, as plain data.
+
+Application roles (roles/nextcloud, roles/paheko, ...) never configure nginx,
+PHP-FPM, PostgreSQL or Redis themselves. They turn each tenant into lists of
+needs (vhosts, PHP pools, databases, Redis instances, timers, firewall openings),
+and the shared roles that own those services consume the lists (the DebOps
+way). Everything here is pure data, built and tested without a host.
+
+Naming, for one app of one association (an "instance"), e.g. paheko for ulap:
+  Unix user, PHP pool, PostgreSQL role and database   paheko_ulap
+  home (root:paheko_ulap 0750)                        /srv/assotic/ulap/paheko
+  data, config, tmp, sessions, log                    <home>/data, <home>/config, ...
+  PHP-FPM socket                                      /run/php/assotic-paheko_ulap.sock
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SRV_ROOT = "/srv/assotic"
+
+
+@dataclass(frozen=True)
+class AppInstance:
+    """One app of one association on one host."""
+
+    slug: str
+    app: str  # nextcloud, paheko, mattermost
+
+    @property
+    def user(self) -> str:
+        """Unix user, PHP pool, PostgreSQL role and database name (max 31 characters)."""
+        return f"{self.app}_{self.slug}"
+
+    @property
+    def home(self) -> str:
+        return f"{SRV_ROOT}/{self.slug}/{self.app}"
+
+    @property
+    def data_dir(self) -> str:
+        return f"{self.home}/data"
+
+    @property
+    def config_dir(self) -> str:
+        return f"{self.home}/config"
+
+    @property
+    def tmp_dir(self) -> str:
+        return f"{self.home}/tmp"
+
+    @property
+    def session_dir(self) -> str:
+        return f"{self.home}/sessions"
+
+    @property
+    def log_dir(self) -> str:
+        return f"{self.home}/log"
+
+    @property
+    def php_socket(self) -> str:
+        return f"/run/php/assotic-{self.user}.sock"
+
+    def secret(self, name: str) -> str:
+        """Name of one of this instance's secrets in the store (see preflight.generated_secret_names)."""
+        return f"tenants/{self.slug}/{self.app}/{name}"
+
+
+@dataclass(frozen=True)
+class PhpPool:
+    """A PHP-FPM pool of its own for one instance: pm = ondemand, so idle costs no worker."""
+
+    instance: AppInstance
+    code_dirs: tuple[str, ...]  # read-only code the pool may read (open_basedir), besides home
+    env: tuple[tuple[str, str], ...] = ()  # env[NAME] = value (clear_env stays on)
+    admin_values: tuple[tuple[str, str], ...] = ()  # php_admin_value[...] (cannot be overridden)
+    max_children: int = 4
+    idle_timeout_s: int = 10
+
+    @property
+    def open_basedir(self) -> tuple[str, ...]:
+        return (self.instance.home, *self.code_dirs)
+
+
+@dataclass(frozen=True)
+class Vhost:
+    """An nginx server block for one public domain, and the certificate it needs."""
+
+    domain: str
+    instance: AppInstance
+    kind: str  # its location template: templates/nginx/locations-<kind>.conf.j2
+    web_root: str | None = None  # document root, for PHP apps
+    php_socket: str | None = None  # PHP-FPM socket, for PHP apps
+    upstream: str | None = None  # "127.0.0.1:8065", for proxied apps (Mattermost)
+    max_body_size: str = "512M"
+
+
+@dataclass(frozen=True)
+class Database:
+    """A PostgreSQL database owned by its own role, reachable by that role only."""
+
+    name: str
+    owner: str
+    password_secret: str  # name in the secrets store
+
+
+@dataclass(frozen=True)
+class RedisInstance:
+    """A Redis server of its own for one instance, on a Unix socket only its user can open."""
+
+    instance: AppInstance
+    password_secret: str
+    maxmemory: str = "16mb"
+
+    @property
+    def socket(self) -> str:
+        return f"/run/assotic-redis/{self.instance.user}/redis.sock"
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A systemd service + timer running a command as an instance's user."""
+
+    unit: str  # e.g. assotic-paheko-cron-ulap (.service and .timer)
+    description: str
+    user: str
+    command: tuple[str, ...]  # argv, no shell
+    on_calendar: str  # systemd OnCalendar=, e.g. "*:0/5" or "daily"
+    working_directory: str | None = None
+    environment: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class HostNeeds:
+    """Everything the apps on one host ask of the shared roles. Lists keep deploy order stable."""
+
+    vhosts: list[Vhost] = field(default_factory=list)
+    pools: list[PhpPool] = field(default_factory=list)
+    databases: list[Database] = field(default_factory=list)
+    redis: list[RedisInstance] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+
+    def extend(self, other: HostNeeds) -> HostNeeds:
+        self.vhosts += other.vhosts
+        self.pools += other.pools
+        self.databases += other.databases
+        self.redis += other.redis
+        self.timers += other.timers
+        return self
+
+    @property
+    def domains(self) -> list[str]:
+        return [v.domain for v in self.vhosts]
