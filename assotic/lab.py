@@ -29,7 +29,15 @@ from pathlib import Path
 # Paths derived from the repository root (parent of the assotic/ package), so
 # that pyinfra and the tests work from any working directory.
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAB_DIR = REPO_ROOT / ".lab"
+# Several labs can run side by side on one machine (one per checkout, e.g. for developers
+# working in parallel): ASSOTIC_LAB_SLOT=N (0-9) shifts container names and SSH ports.
+# Each slot keeps its state (SSH key, known_hosts, secrets) in its own folder.
+LAB_SLOT = int(os.environ.get("ASSOTIC_LAB_SLOT", "0"))
+if not 0 <= LAB_SLOT <= 9:
+    raise SystemExit(f"lab: ASSOTIC_LAB_SLOT must be 0 to 9, got {LAB_SLOT}")
+CONTAINER_PREFIX = "assotic-lab-" if LAB_SLOT == 0 else f"assotic-lab{LAB_SLOT}-"
+SSH_PORT_BASE = 2200 + 10 * LAB_SLOT
+LAB_DIR = REPO_ROOT / (".lab" if LAB_SLOT == 0 else f".lab{LAB_SLOT}")
 SSH_DIR = LAB_DIR / "ssh"
 SSH_KEY = SSH_DIR / "id_ed25519"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
@@ -37,14 +45,6 @@ SECRETS_KEY = LAB_DIR / "secrets.key"
 SECRETS_STORE = LAB_DIR / "secrets.enc.json"  # the name inventory/lab.py gives the store
 
 IMAGE_REPOSITORY = "assotic-lab"
-# Several labs can run side by side on one machine (one per checkout, e.g. for developers
-# working in parallel): ASSOTIC_LAB_SLOT=N (0-9) shifts container names and SSH ports.
-# Each checkout keeps its own .lab/ folder anyway.
-LAB_SLOT = int(os.environ.get("ASSOTIC_LAB_SLOT", "0"))
-if not 0 <= LAB_SLOT <= 9:
-    raise SystemExit(f"lab: ASSOTIC_LAB_SLOT must be 0 to 9, got {LAB_SLOT}")
-CONTAINER_PREFIX = "assotic-lab-" if LAB_SLOT == 0 else f"assotic-lab{LAB_SLOT}-"
-SSH_PORT_BASE = 2200 + 10 * LAB_SLOT
 # Only Debian's archive is reachable (and ours to use).
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_RELEASES = {"bookworm": "12", "trixie": "13"}

@@ -4,9 +4,9 @@ The lab's sysadmin logs in with the lab key that `make lab` creates, so the
 base role's sysadmin accounts, sudo and authorized_keys are exercised for real.
 """
 
-from pathlib import Path
+from assotic.lab import SSH_KEY as _SSH_KEY
 
-_lab_public_key = Path(__file__).resolve().parent.parent / ".lab" / "ssh" / "id_ed25519.pub"
+_lab_public_key = _SSH_KEY.with_suffix(".pub")
 
 sysadmins = [
     {
