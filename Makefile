@@ -16,7 +16,7 @@ TENANTS ?= group_data/tenants
 PYTEST_RUN = run() { $(PYTEST) "$$@"; rc=$$?; [ $$rc -ne 5 ] || echo "make: pytest collected no test"; return $$rc; }; run
 export ASSOTIC_TENANTS_DIR := $(TENANTS)
 
-.PHONY: help install check schema lab lab-down lab-status deploy verify test test-unit test-lab \
+.PHONY: bench help install check schema lab lab-down lab-status deploy verify test test-unit test-lab \
         secrets-init secret-list secret-show secret-set secret-rotate secrets-reseal \
         secrets-rekey clean
 
@@ -83,6 +83,9 @@ secrets-reseal: $(VENV)/.installed ## After a reviewed git merge of the store: r
 
 secrets-rekey: $(VENV)/.installed ## Re-encrypt the store under a new key: make secrets-rekey NEWKEY=<file>
 	$(PY) -m assotic secrets rekey "$(NEWKEY)"
+
+bench: $(VENV)/.installed ## Measure converge/no-op times and idle RSS for 1 and 10 associations (bench/results.json)
+	$(PY) -m assotic.bench
 
 clean: ## Remove .venv and caches (not the lab, see lab-down)
 	rm -rf $(VENV) .pytest_cache

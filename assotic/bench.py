@@ -1,0 +1,170 @@
+"""`make bench`: how long a deploy takes and how much memory idle associations cost.
+
+For 1 and for 10 generated associations (each with Nextcloud and Paheko on web-1):
+  - converge: the first deploy onto a fresh lab host;
+  - no-op: the deploy run again, which must change nothing;
+  - idle RSS: the resident memory of every process of the host, once pools are idle.
+Writes bench/results.json and prints a table. Figures are measured, never asserted by
+tests: the targets below are reported as met or not.
+
+The benchmark uses its own lab (slot 9: containers assotic-lab9-*, state in .lab9/)
+so that the main lab is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from assotic.runlog import changed_operations_per_host
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results.json"
+BENCH_SLOT = "9"
+BENCH_HOST = "web-1"
+TENANT_COUNTS = (1, 10)
+# PHP-FPM ondemand pools stop their workers after their idle timeout (10 s): wait longer.
+IDLE_SETTLE_S = 30
+TARGET_RSS_PER_TENANT_KIB = 5 * 1024
+TARGET_NOOP_RATIO = 3.0
+
+
+def bench_tenant(index: int) -> dict:
+    """A generated association, as a volunteer would write it."""
+    slug = f"bench{index:02d}"
+    return {
+        "slug": slug,
+        "name": f"Association de mesure {index}",
+        "contact": {"email": f"bureau@{slug}.example.org"},
+        "apps": {
+            "nextcloud": {"host": BENCH_HOST, "domain": f"cloud.{slug}.example.org"},
+            "paheko": {"host": BENCH_HOST, "domain": f"gestion.{slug}.example.org"},
+        },
+        "admins": [{"name": "Camille", "email": f"camille@{slug}.example.org"}],
+    }
+
+
+def write_tenants(directory: Path, count: int) -> None:
+    for index in range(1, count + 1):
+        tenant = bench_tenant(index)
+        (directory / f"{tenant['slug']}.yml").write_text(yaml.safe_dump(tenant, sort_keys=False))
+
+
+def lab_env(tenants_dir: Path) -> dict[str, str]:
+    return {**os.environ, "ASSOTIC_LAB_SLOT": BENCH_SLOT, "ASSOTIC_TENANTS_DIR": str(tenants_dir)}
+
+
+def container() -> str:
+    return f"assotic-lab{BENCH_SLOT}-{BENCH_HOST}"
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
+        raise SystemExit(f"bench: {' '.join(command)} failed with exit code {result.returncode}")
+    return result
+
+
+def timed_deploy(env: dict[str, str]) -> tuple[float, int]:
+    """(seconds, operations changed on the bench host) for one real deploy."""
+    bin_dir = Path(sys.executable).parent
+    start = time.monotonic()
+    result = run([str(bin_dir / "pyinfra"), "-y", "--limit", BENCH_HOST, "inventory/lab.py",
+                  "deploy.py"], env)
+    seconds = time.monotonic() - start
+    changed = changed_operations_per_host(result.stdout + result.stderr).get(BENCH_HOST, -1)
+    return seconds, changed
+
+
+def host_rss_kib() -> tuple[int, list[tuple[str, int]]]:
+    """Total resident memory of the host's processes, and the five largest by command."""
+    result = subprocess.run(["docker", "exec", container(), "ps", "-eo", "rss=,comm="],
+                            capture_output=True, text=True, check=True)
+    by_command: dict[str, int] = {}
+    for line in result.stdout.splitlines():
+        rss, _, command = line.strip().partition(" ")
+        if rss.isdigit():
+            by_command[command.strip()] = by_command.get(command.strip(), 0) + int(rss)
+    top = sorted(by_command.items(), key=lambda item: -item[1])[:5]
+    return sum(by_command.values()), top
+
+
+def measure(count: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="assotic-bench-") as tmp:
+        tenants_dir = Path(tmp)
+        write_tenants(tenants_dir, count)
+        env = lab_env(tenants_dir)
+        print(f"bench: {count} association(s): fresh lab host", flush=True)
+        run([sys.executable, "-m", "assotic.lab", "down"], env)
+        run([sys.executable, "-m", "assotic.lab", "up"], env)
+        print(f"bench: {count} association(s): converge", flush=True)
+        converge_s, _ = timed_deploy(env)
+        print(f"bench: {count} association(s): no-op re-run", flush=True)
+        noop_s, noop_changed = timed_deploy(env)
+        time.sleep(IDLE_SETTLE_S)
+        rss_kib, top = host_rss_kib()
+    return {"tenants": count, "converge_s": round(converge_s, 1), "noop_s": round(noop_s, 1),
+            "noop_changed_operations": noop_changed, "idle_rss_kib": rss_kib,
+            "largest_processes_kib": top}
+
+
+def summarize(runs: list[dict]) -> dict:
+    one, many = runs[0], runs[-1]
+    extra = many["tenants"] - one["tenants"]
+    per_tenant = (many["idle_rss_kib"] - one["idle_rss_kib"]) / extra if extra else 0.0
+    noop_ratio = many["noop_s"] / one["noop_s"] if one["noop_s"] else float("inf")
+    return {
+        "rss_per_additional_tenant_kib": round(per_tenant),
+        "noop_ratio": round(noop_ratio, 2),
+        "target_rss_per_tenant_kib": TARGET_RSS_PER_TENANT_KIB,
+        "target_noop_ratio": TARGET_NOOP_RATIO,
+        "rss_target_met": per_tenant < TARGET_RSS_PER_TENANT_KIB,
+        "noop_target_met": noop_ratio < TARGET_NOOP_RATIO,
+    }
+
+
+def table(runs: list[dict], summary: dict) -> str:
+    lines = [f"{'tenants':>7}  {'converge s':>10}  {'no-op s':>8}  {'no-op changes':>13}  "
+             f"{'idle RSS MiB':>12}"]
+    for r in runs:
+        lines.append(f"{r['tenants']:>7}  {r['converge_s']:>10}  {r['noop_s']:>8}  "
+                     f"{r['noop_changed_operations']:>13}  {r['idle_rss_kib'] / 1024:>12.1f}")
+    lines.append(f"RSS per additional tenant: {summary['rss_per_additional_tenant_kib'] / 1024:.2f} "
+                 f"MiB (target < 5 MiB: {'met' if summary['rss_target_met'] else 'NOT met'})")
+    lines.append(f"no-op with {runs[-1]['tenants']} / with {runs[0]['tenants']}: "
+                 f"{summary['noop_ratio']} (target < 3: "
+                 f"{'met' if summary['noop_target_met'] else 'NOT met'})")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    runs = [measure(count) for count in TENANT_COUNTS]
+    summary = summarize(runs)
+    results = {
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "bench_host": f"{BENCH_HOST} (Debian 12 lab container)",
+        "runs": runs,
+        "summary": summary,
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(runs, summary))
+    print(f"bench: figures written to {RESULTS.relative_to(REPO)}")
+    subprocess.run([sys.executable, "-m", "assotic.lab", "down"],
+                   env={**os.environ, "ASSOTIC_LAB_SLOT": BENCH_SLOT}, cwd=REPO, check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
