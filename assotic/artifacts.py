@@ -445,6 +445,7 @@ def resolve_releases(tenants: Iterable[Any], releases: Mapping[str, Any],
     """Resolve every release the tenants need, on the deploy machine, before connecting."""
     result = ReleaseSet()
     signing_keys = signing_keys or {}
+    mirror = mirror_location(mirror)  # $ARTIFACTS_DIR wins over data `artifacts_mirror`
     for app, debian in needed_releases(list(tenants), releases, host_debian or {}):
         try:
             artifact = pinned_artifact(releases, app, debian)
@@ -530,6 +531,11 @@ def install_release(artifact: Artifact, local_path: Path):
     from pyinfra.facts.files import File
     from pyinfra.operations import files, server
 
+    # Several tenants share one release on a host: schedule its steps once per run.
+    key = (host.name, artifact.filename)
+    if key in _scheduled:
+        return _scheduled[key]
+    _scheduled[key] = None
     files.directory(name=f"Create {REMOTE_CACHE}", path=REMOTE_CACHE, user="root", group="root",
                     mode="0700", present=True)
     files.directory(name=f"Create {OPT_ROOT}", path=OPT_ROOT, user="root", group="root",
@@ -539,8 +545,13 @@ def install_release(artifact: Artifact, local_path: Path):
     marker = f"{artifact.install_dir}/{UNPACKED_MARKER}"
     if host.get_fact(File, path=marker) is not None:
         return None
-    return server.shell(name=f"Unpack {artifact.label} into {artifact.install_dir}",
-                        commands=[unpack_command(artifact)])
+    _scheduled[key] = server.shell(name=f"Unpack {artifact.label} into {artifact.install_dir}",
+                                   commands=[unpack_command(artifact)])
+    return _scheduled[key]
+
+
+# (host name, file name) -> the unpack operation scheduled in this run (None: nothing to do).
+_scheduled: dict[tuple[str, str], Any] = {}
 
 
 def host_debian_releases(inventory: Any) -> dict[str, str | None]:

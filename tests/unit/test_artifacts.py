@@ -340,8 +340,9 @@ def test_unpack_command_really_unpacks_once_into_a_read_only_tree(tmp_path, monk
 class FakeHost:
     """Stands for pyinfra's host: answers File facts from a dict, fails on anything else."""
 
-    def __init__(self, files):
+    def __init__(self, files, name="web-1"):
         self.files = files
+        self.name = name
 
     def get_fact(self, fact, **kwargs):
         from pyinfra.facts.files import File
@@ -354,6 +355,7 @@ def test_install_release_skips_the_unpack_when_the_marker_exists(monkeypatch, tm
     import pyinfra
     from pyinfra.operations import files, server
 
+    monkeypatch.setattr(artifacts, "_scheduled", {})
     calls = []
     monkeypatch.setattr(files, "directory", lambda **kw: calls.append(("directory", kw["path"])))
     monkeypatch.setattr(files, "put", lambda **kw: calls.append(("put", kw["dest"])))
@@ -366,6 +368,10 @@ def test_install_release_skips_the_unpack_when_the_marker_exists(monkeypatch, tm
     assert ("put", a.remote_path) in calls and not any(c[0] == "shell" for c in calls)
 
     calls.clear()
-    monkeypatch.setattr(pyinfra, "host", FakeHost({}))
+    monkeypatch.setattr(pyinfra, "host", FakeHost({}, name="web-2"))
     assert artifacts.install_release(a, tmp_path / a.filename) == "op"
     assert calls[-1] == ("shell", f"Unpack {a.label} into {a.install_dir}")
+    # A second tenant on the same host in the same run: nothing scheduled twice.
+    calls.clear()
+    assert artifacts.install_release(a, tmp_path / a.filename) == "op"
+    assert calls == []
