@@ -201,6 +201,7 @@ def generated_secret_names(tenants: list[Tenant]) -> list[str]:
         for app in tenant.apps.enabled():
             names += [f"tenants/{tenant.slug}/{app}/db_password",
                       f"tenants/{tenant.slug}/{app}/admin_password"]
+            names += [f"tenants/{tenant.slug}/paheko/secret_key"] if app == "paheko" else []
     return names
 
 

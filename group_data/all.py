@@ -6,6 +6,8 @@ group_data/tenants/ (or $ASSOTIC_TENANTS_DIR) and the secrets store: if anything
 is wrong, every problem is printed and pyinfra stops with nothing touched.
 """
 
+import os
+
 from pyinfra import inventory
 
 from assotic.preflight import load_platform
@@ -21,4 +23,67 @@ sysadmins = []
 
 timezone = "Europe/Paris"
 
-__all__ = ["platform", "tenants", "sysadmins", "timezone"]
+# --- Upstream releases and the artifact policy (assotic/artifacts.py, docs/apps.md) -------------
+# Every upstream download is pinned here with the sha256 published for it; a file with any
+# other checksum is refused. Where each checksum was read is kept next to it for reviewers.
+# Bump: change version, url and sha256 together, from a source you checked.
+releases = {
+    # Nextcloud depends on the host's PHP, hence on its Debian release: the newest major
+    # supporting it (https://github.com/nextcloud/server/wiki/Releases-and-PHP-versions:
+    # 34 supports PHP 8.2-8.5, 35 supports 8.3-8.5 and drops 8.2).
+    "nextcloud": {
+        "12": {  # bookworm, PHP 8.2
+            "version": "34.0.4",
+            "url": "https://download.nextcloud.com/server/releases/nextcloud-34.0.4.tar.bz2",
+            "signature_url": "https://download.nextcloud.com/server/releases/nextcloud-34.0.4.tar.bz2.asc",
+            "sha256": "00f226e6364f96e0918ab06157158f66601b8cedc25af777f5ee5a3056f42b83",
+            "checksum_source": "nixpkgs pkgs/servers/nextcloud/default.nix (nextcloud34, SRI "
+                               "sha256-APIm5jZPluCRirBhVxWPZmAbjO3CWvd39e5aMFb0K4M=), same hex in "
+                               "public Nomad jobs pinning nextcloud-34.0.4.tar.bz2",
+        },
+        "13": {  # trixie, PHP 8.4
+            "version": "35.0.1",
+            "url": "https://download.nextcloud.com/server/releases/nextcloud-35.0.1.tar.bz2",
+            "signature_url": "https://download.nextcloud.com/server/releases/nextcloud-35.0.1.tar.bz2.asc",
+            "sha256": "7ed305e880192d804ba83179a19dd22257679608d63161a611ce3f8a918d2aa6",
+            "checksum_source": "a public NixOS configuration overriding nextcloud35 to 35.0.1 "
+                               "(SRI sha256-ftMF6IAZLYBLqDF5oZ3SIldnlgjWMWGmEc4/ipGNKqY=, URL on "
+                               "github.com/nextcloud-releases); single source: check it against "
+                               "nextcloud-35.0.1.tar.bz2.sha256 when you first download it",
+        },
+    },
+    "paheko": {
+        "version": "1.3.12",
+        "url": "https://fossil.kd2.org/paheko/uv/paheko-1.3.12.tar.gz",
+        "sha256": "327dd7647b2317de1fcc1dd56fc721c356f1f0080f2f2397a4ba0bc64e3ef393",
+        "checksum_source": "YunoHost-Apps/paheko_ynh manifest.toml, commit 4de5f544 (1.3.12~ynh2)",
+    },
+    # Team Edition, for the Mattermost role to come (pinned now, not yet deployed).
+    "mattermost": {
+        "version": "11.1.1",
+        "url": "https://releases.mattermost.com/11.1.1/mattermost-team-11.1.1-linux-amd64.tar.gz",
+        "sha256": "2d10a9adf7d6bf50f3b276518112a17b295c8af06fe201cbfa18ab31fc1d814a",
+        "checksum_source": "YunoHost-Apps/mattermost_ynh manifest.toml (11.1.1~ynh1, amd64.sha256)",
+    },
+}
+# Where release files can be found offline: a folder or an http(s) URL. $ARTIFACTS_DIR wins.
+artifacts_mirror = None
+# OpenPGP key files to check upstream signatures with, by app (e.g. "nextcloud":
+# "keys/nextcloud.asc", fingerprint 28806A878AE423A28372792ED75899B9A724937A). Without one the
+# deploy says "signature not checked"; the sha256 pin is always checked.
+artifact_signing_keys = {}
+# A pinned release that cannot be found: "fail" stops the deploy before any host is changed.
+# (The lab says "standin" in group_data/lab.py.)
+missing_release = "fail"
+
+from assotic.artifacts import host_debian_releases, resolve_releases  # noqa: E402
+
+# Looked up now, on this machine, before pyinfra connects: mirror, cache, then upstream.
+release_set = resolve_releases(
+    tenants, releases, host_debian_releases(inventory),
+    mirror=artifacts_mirror, signing_keys=artifact_signing_keys,
+    allow_download=os.environ.get("ASSOTIC_CHECK_ONLY") != "1",
+)
+
+__all__ = ["platform", "tenants", "sysadmins", "timezone", "releases", "artifacts_mirror",
+           "artifact_signing_keys", "missing_release", "release_set"]

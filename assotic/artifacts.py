@@ -1,0 +1,563 @@
+"""Every upstream download goes through here: pinned version, pinned sha256, mirror, cache.
+
+Releases (Nextcloud, Paheko, Mattermost) are pinned in data (group_data/all.py,
+`releases`), each with the sha256 published for it. On the DEPLOY machine, before
+any host is touched, each pinned file is looked for in this order:
+
+1. a local mirror: the directory or URL in $ARTIFACTS_DIR, else data `artifacts_mirror`
+   (for offline deploys: put the release files there);
+2. the download cache, ~/.cache/assotic/artifacts/ (or $ASSOTIC_ARTIFACTS_CACHE);
+3. the upstream URL (urllib, short timeout).
+
+Whatever the source, the file is checked against the pinned sha256 before use. A file
+whose checksum differs is never used: it is moved aside (`<file>.rejected`) and the
+message gives the expected and actual sha256 and the path. A release found nowhere
+is reported with the app, version, file name, every place looked at, and how to
+provide it.
+
+Hosts then get one uploaded copy each (/var/cache/assotic/artifacts/<file>, compared
+by checksum, so a second deploy uploads nothing) and one read-only unpacked tree
+(/opt/assotic/<app>-<version>/, root-owned), made once, behind a marker file.
+
+The functions above the "pyinfra steps" line are pure (files and HTTP on the deploy
+machine only) and unit-tested in tests/unit/test_artifacts.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# On hosts.
+REMOTE_CACHE = "/var/cache/assotic/artifacts"
+OPT_ROOT = "/opt/assotic"
+UNPACKED_MARKER = ".assotic-unpacked"  # written last: its presence means the tree is complete
+
+# What to do when a pinned release cannot be found (data `missing_release`).
+RELEASE_POLICIES = ("fail", "standin")
+
+# Apps whose roles exist and therefore need their release now. Mattermost is pinned
+# already (for its coming role) but not resolved until that role exists.
+DEPLOYED_APPS = ("nextcloud", "paheko")
+
+DOWNLOAD_TIMEOUT_S = 15  # per connection attempt; upstream is unreachable in some labs
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1 << 20
+
+
+class ArtifactError(Exception):
+    """A release cannot be used; the message says what to do."""
+
+
+class ChecksumMismatch(ArtifactError):
+    pass
+
+
+class ArtifactMissing(ArtifactError):
+    pass
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One pinned upstream file."""
+
+    name: str  # the app: nextcloud, paheko, mattermost
+    version: str
+    filename: str
+    url: str
+    sha256: str  # lowercase hex, as published
+    signature_url: str | None = None
+    checksum_source: str = ""  # where the pinned sha256 was read (for reviewers)
+
+    def __post_init__(self) -> None:
+        if not _SHA256.fullmatch(self.sha256):
+            raise ValueError(f"{self.name} {self.version}: sha256 must be 64 lowercase hex digits, "
+                             f"got {self.sha256!r}")
+        if "/" in self.filename or self.filename in ("", ".", ".."):
+            raise ValueError(f"{self.name} {self.version}: bad file name {self.filename!r}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version} ({self.filename})"
+
+    @property
+    def install_dir(self) -> str:
+        """Where hosts get the unpacked, read-only release."""
+        return f"{OPT_ROOT}/{self.name}-{self.version}"
+
+    @property
+    def remote_path(self) -> str:
+        return f"{REMOTE_CACHE}/{self.filename}"
+
+
+def artifact_from_pin(app: str, pin: Mapping[str, Any]) -> Artifact:
+    """An Artifact from one pin of data `releases` (file name defaults to the URL's)."""
+    unknown = set(pin) - {"version", "url", "sha256", "filename", "signature_url", "checksum_source"}
+    if unknown:
+        raise ValueError(f"releases.{app}: unknown keys {sorted(unknown)}")
+    missing = {"version", "url", "sha256"} - set(pin)
+    if missing:
+        raise ValueError(f"releases.{app}: missing {sorted(missing)}")
+    filename = pin.get("filename") or Path(urllib.parse.urlparse(pin["url"]).path).name
+    return Artifact(
+        name=app,
+        version=str(pin["version"]),
+        filename=filename,
+        url=pin["url"],
+        sha256=str(pin["sha256"]).lower(),
+        signature_url=pin.get("signature_url"),
+        checksum_source=pin.get("checksum_source", ""),
+    )
+
+
+def is_per_debian(pins: Mapping[str, Any]) -> bool:
+    """Nextcloud is pinned per Debian release ({"12": pin, "13": pin}); others have one pin."""
+    return "version" not in pins
+
+
+def pinned_artifact(releases: Mapping[str, Any], app: str, debian: str | None = None) -> Artifact:
+    """The pinned release of `app` for a host of Debian `debian` ("12", "13")."""
+    if app not in releases:
+        raise ArtifactError(f"no release of {app} is pinned in data `releases`")
+    pins = apply_override(app, releases[app])
+    if not is_per_debian(pins):
+        return artifact_from_pin(app, pins)
+    if debian not in pins:
+        raise ArtifactError(f"no release of {app} is pinned for Debian {debian} "
+                            f"(pinned: Debian {', '.join(sorted(pins))}); add one to `releases`")
+    return artifact_from_pin(app, pins[debian])
+
+
+def release_keys(releases: Mapping[str, Any], app: str) -> list[str | None]:
+    """The Debian releases an app is pinned for ([None] when one pin fits all)."""
+    pins = apply_override(app, releases[app])
+    return sorted(pins) if is_per_debian(pins) else [None]
+
+
+# -- Local-only override, for a lab trying a hand-made release -----------------------------------
+
+OVERRIDE_ENV = "ASSOTIC_RELEASES_OVERRIDE"
+
+
+def apply_override(app: str, pins: Mapping[str, Any], env: Mapping[str, str] | None = None):
+    """$ASSOTIC_RELEASES_OVERRIDE names a JSON file {app: pin} replacing the data's pins.
+
+    Local and temporary by design (never committed): it lets a developer try a release
+    built by hand. Every use is announced on stderr.
+    """
+    env = os.environ if env is None else env
+    path = env.get(OVERRIDE_ENV)
+    if not path:
+        return pins
+    overrides = json.loads(Path(path).read_text())
+    if app not in overrides:
+        return pins
+    _notice(f"{OVERRIDE_ENV}={path}: {app} pinned to {overrides[app].get('version')!r} for this run "
+            "only (local override, not from group_data)")
+    return overrides[app]
+
+
+# -- Where to look -------------------------------------------------------------------------------
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("ASSOTIC_ARTIFACTS_CACHE"):
+        return Path(env["ASSOTIC_ARTIFACTS_CACHE"]).expanduser()
+    return Path("~/.cache/assotic/artifacts").expanduser()
+
+
+def mirror_location(data_mirror: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """$ARTIFACTS_DIR wins over data `artifacts_mirror`: the operator's command line is the latest word."""
+    env = os.environ if env is None else env
+    return env.get("ARTIFACTS_DIR") or data_mirror or None
+
+
+def _is_url(location: str) -> bool:
+    return urllib.parse.urlparse(location).scheme in ("http", "https", "file")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def reject(path: Path, artifact: Artifact, actual: str) -> ChecksumMismatch:
+    """Move a file with the wrong checksum aside so that nothing ever uses it; explain."""
+    aside = path.with_name(path.name + ".rejected")
+    try:
+        os.replace(path, aside)
+        where = f"moved aside to {aside}"
+    except OSError as err:  # a read-only mirror: refuse it all the same
+        where = f"could not be moved aside ({err.strerror}); it is NOT used"
+    return ChecksumMismatch(
+        f"{artifact.label}: checksum mismatch, file refused.\n"
+        f"  file:     {path} ({where})\n"
+        f"  expected: sha256 {artifact.sha256} (pinned in data `releases`"
+        + (f"; from {artifact.checksum_source}" if artifact.checksum_source else "") + ")\n"
+        f"  got:      sha256 {actual}\n"
+        "  A corrupt or tampered download, or a wrong pin. Get the file again from upstream and "
+        "check the published checksum."
+    )
+
+
+def verified(path: Path, artifact: Artifact) -> Path:
+    """`path` if its sha256 is the pinned one; else moved aside and ChecksumMismatch raised."""
+    actual = sha256_file(path)
+    if actual != artifact.sha256:
+        raise reject(path, artifact, actual)
+    return path
+
+
+def download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+    """Fetch `url` into `dest` atomically (a .part file renamed when complete)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    request = urllib.request.Request(url, headers={"User-Agent": "assotic-deploy"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as out:
+            shutil.copyfileobj(response, out, _CHUNK)
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The outcome of looking for one artifact on the deploy machine."""
+
+    artifact: Artifact
+    path: Path | None  # verified local file (in the cache), None when not found
+    looked: tuple[str, ...] = ()  # every place tried, with what happened there
+    signature: str = ""  # "verified ...", or why it was not checked
+    errors: tuple[str, ...] = field(default=())  # checksum mismatches met on the way
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None
+
+    def missing_message(self) -> str:
+        a = self.artifact
+        lines = [f"{a.label} is not available on this machine.",
+                 f"  app: {a.name}, version: {a.version}, file: {a.filename}, sha256: {a.sha256}",
+                 "  looked in:"]
+        lines += [f"    - {place}" for place in self.looked]
+        lines += [f"  {e}" for e in self.errors]
+        lines += [
+            "  to provide it: download it where the internet is reachable",
+            f"    ({a.url}), check its sha256, and put it in a folder given as",
+            "    ARTIFACTS_DIR=/that/folder (or data `artifacts_mirror`), then deploy again.",
+        ]
+        return "\n".join(lines)
+
+
+def resolve(artifact: Artifact, mirror: str | None = None, cache_dir: Path | None = None,
+            allow_download: bool = True, timeout: float = DOWNLOAD_TIMEOUT_S,
+            signing_key: str | None = None) -> Resolved:
+    """Find `artifact` (mirror, then cache, then upstream) and return it verified, in the cache."""
+    cache_dir = cache_dir or default_cache_dir()
+    cached = cache_dir / artifact.filename
+    looked: list[str] = []
+    errors: list[str] = []
+
+    def found(path: Path) -> Resolved:
+        signature = check_signature(artifact, path, mirror, signing_key, allow_download, timeout)
+        return Resolved(artifact, path, tuple(looked), signature, tuple(errors))
+
+    # 1. The mirror: the operator said "use these files", so it is tried first.
+    if mirror:
+        if _is_url(mirror):
+            url = mirror.rstrip("/") + "/" + urllib.parse.quote(artifact.filename)
+            try:
+                download(url, cached, timeout)
+                return found(verified(cached, artifact))
+            except ChecksumMismatch as err:
+                errors.append(str(err))
+                looked.append(f"mirror {url}: checksum mismatch (refused)")
+            except (OSError, urllib.error.URLError) as err:
+                looked.append(f"mirror {url}: {_reason(err)}")
+        else:
+            candidate = Path(mirror).expanduser() / artifact.filename
+            if candidate.is_file():
+                try:
+                    verified(candidate, artifact)
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    if candidate.resolve() != cached.resolve():
+                        shutil.copyfile(candidate, cached.with_name(cached.name + ".part"))
+                        os.replace(cached.with_name(cached.name + ".part"), cached)
+                    looked.append(f"mirror {candidate}: found, sha256 ok")
+                    return found(verified(cached, artifact))
+                except ChecksumMismatch as err:
+                    errors.append(str(err))
+                    looked.append(f"mirror {candidate}: checksum mismatch (refused)")
+            else:
+                looked.append(f"mirror {candidate}: no such file")
+    else:
+        looked.append("mirror: none set (ARTIFACTS_DIR or data artifacts_mirror)")
+
+    # 2. The cache: a file verified earlier (checked again: disks and people change files).
+    if cached.is_file():
+        try:
+            return found(verified(cached, artifact))
+        except ChecksumMismatch as err:
+            errors.append(str(err))
+            looked.append(f"cache {cached}: checksum mismatch (refused)")
+    else:
+        looked.append(f"cache {cached}: no such file")
+
+    # 3. Upstream.
+    if not allow_download:
+        looked.append(f"upstream {artifact.url}: not tried (check only)")
+    else:
+        try:
+            download(artifact.url, cached, timeout)
+            return found(verified(cached, artifact))
+        except ChecksumMismatch as err:
+            errors.append(str(err))
+            looked.append(f"upstream {artifact.url}: checksum mismatch (refused)")
+        except (OSError, urllib.error.URLError) as err:
+            looked.append(f"upstream {artifact.url}: {_reason(err)}")
+    return Resolved(artifact, None, tuple(looked), "", tuple(errors))
+
+
+def require(resolved: Resolved) -> Path:
+    if resolved.path is None:
+        raise ArtifactMissing(resolved.missing_message())
+    return resolved.path
+
+
+def _reason(err: BaseException) -> str:
+    reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
+    return f"unreachable ({reason})"
+
+
+# -- Signatures ------------------------------------------------------------------------------------
+
+
+def check_signature(artifact: Artifact, path: Path, mirror: str | None, signing_key: str | None,
+                    allow_download: bool, timeout: float) -> str:
+    """Verify the upstream OpenPGP signature with `gpg --verify` when data gives the key file.
+
+    Returns a one-line account ("verified ...", "not checked: ..."); raises ArtifactError
+    when a signature is present and bad. The sha256 pin is checked in any case.
+    """
+    if not artifact.signature_url:
+        return "not checked: upstream publishes no signature for this file"
+    if not signing_key:
+        return ("not checked: no signing key file in data `artifact_signing_keys` "
+                f"(the sha256 pin was checked)")
+    signature = path.with_name(path.name + ".asc")
+    if not signature.is_file() and mirror and not _is_url(mirror):
+        local = Path(mirror).expanduser() / signature.name
+        if local.is_file():
+            shutil.copyfile(local, signature)
+    if not signature.is_file() and allow_download:
+        try:
+            download(artifact.signature_url, signature, timeout)
+        except (OSError, urllib.error.URLError) as err:
+            return f"not checked: signature {artifact.signature_url} {_reason(err)}"
+    if not signature.is_file():
+        return f"not checked: no {signature.name} next to the file or in the mirror"
+    return gpg_verify(Path(signing_key).expanduser(), signature, path, artifact)
+
+
+def gpg_verify(key_file: Path, signature: Path, path: Path, artifact: Artifact) -> str:
+    """`gpg --verify` in a throw-away keyring holding only the data's key file."""
+    if not key_file.is_file():
+        raise ArtifactError(f"{artifact.label}: signing key file {key_file} not found "
+                            "(data `artifact_signing_keys`)")
+    with tempfile.TemporaryDirectory(prefix="assotic-gpg-") as home:
+        base = ["gpg", "--batch", "--no-tty", "--homedir", home]
+        subprocess.run([*base, "--import", str(key_file)], check=True, capture_output=True)
+        run = subprocess.run([*base, "--status-fd", "1", "--verify", str(signature), str(path)],
+                             capture_output=True, text=True)
+    valid = [line.split()[2] for line in run.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG")]
+    if run.returncode != 0 or not valid:
+        raise ArtifactError(f"{artifact.label}: BAD or unverifiable signature {signature} "
+                            f"with key {key_file}:\n{run.stderr.strip()}")
+    return f"signature verified (key {valid[0]})"
+
+
+# -- All the releases a deploy needs, resolved before any host is touched -----------------------
+
+
+@dataclass
+class ReleaseSet:
+    """Resolved artifacts for every (app, Debian release) the tenants need."""
+
+    resolved: dict[tuple[str, str | None], Resolved] = field(default_factory=dict)
+
+    def get(self, app: str, debian: str | None = None) -> Resolved | None:
+        return self.resolved.get((app, debian)) or self.resolved.get((app, None))
+
+    def available(self, app: str, debian: str | None = None) -> bool:
+        found = self.get(app, debian)
+        return found is not None and found.available
+
+    def missing(self) -> list[Resolved]:
+        return [r for r in self.resolved.values() if not r.available]
+
+
+def needed_releases(tenants: Iterable[Any], releases: Mapping[str, Any],
+                    host_debian: Mapping[str, str | None]) -> list[tuple[str, str | None]]:
+    """(app, Debian release) pairs to resolve.
+
+    Nextcloud's pin depends on the host's Debian release, which is only known once
+    connected. A host may say it in its data (`debian_release: "12"`); for hosts that do
+    not, every pinned release of the app is resolved (two files at most, and the deploy
+    then checks the host's real release against its data).
+    """
+    needed: dict[tuple[str, str | None], None] = {}
+    for tenant in tenants:
+        for app, placement in tenant.apps.enabled().items():
+            if app not in DEPLOYED_APPS or app not in releases:
+                continue
+            keys = release_keys(releases, app)
+            declared = host_debian.get(placement.host)
+            if keys != [None] and declared is not None:
+                keys = [declared]
+            for key in keys:
+                needed[(app, key)] = None
+    return list(needed)
+
+
+def resolve_releases(tenants: Iterable[Any], releases: Mapping[str, Any],
+                     host_debian: Mapping[str, str | None] | None = None,
+                     mirror: str | None = None, cache_dir: Path | None = None,
+                     allow_download: bool = True, signing_keys: Mapping[str, str] | None = None,
+                     timeout: float = DOWNLOAD_TIMEOUT_S, quiet: bool = False) -> ReleaseSet:
+    """Resolve every release the tenants need, on the deploy machine, before connecting."""
+    result = ReleaseSet()
+    signing_keys = signing_keys or {}
+    mirror = mirror_location(mirror)  # $ARTIFACTS_DIR wins over data `artifacts_mirror`
+    for app, debian in needed_releases(list(tenants), releases, host_debian or {}):
+        try:
+            artifact = pinned_artifact(releases, app, debian)
+        except ArtifactError as err:
+            raise ArtifactError(f"data `releases`: {err}") from None
+        found = resolve(artifact, mirror, cache_dir, allow_download, timeout, signing_keys.get(app))
+        result.resolved[(app, debian)] = found
+        if quiet:
+            continue
+        if found.available:
+            _notice(f"{artifact.label}: sha256 ok, {found.signature}")
+        else:
+            _notice(found.missing_message())
+    return result
+
+
+def choose_release(release_set: ReleaseSet, app: str, debian: str | None, policy: str,
+                   host_name: str = "this host") -> tuple[Artifact | None, Path | None]:
+    """For one app on one host (Debian `debian`, from its facts): the release to install and
+    its local file, or (None, None) for the stand-in. Raises when the policy says "fail".
+
+    Called by deploy.py while it prepares operations: pyinfra executes none before every
+    host's operations are prepared, so a failure here still leaves every host untouched.
+    """
+    policy = missing_release_policy(policy)
+    found = release_set.get(app, debian)
+    if found is None:
+        raise ArtifactError(
+            f"{host_name} runs Debian {debian}, but no release of {app} was resolved for it "
+            "before connecting: its data `debian_release` says otherwise, or `releases` has no "
+            f"pin for Debian {debian}. Fix the inventory data or the pins.")
+    if found.available:
+        return found.artifact, found.path
+    if policy == "standin":
+        return None, None
+    raise ArtifactMissing(found.missing_message() + "\n  (data `missing_release` is \"fail\": "
+                          "nothing was deployed)")
+
+
+def missing_release_policy(value: Any) -> str:
+    if value not in RELEASE_POLICIES:
+        raise ArtifactError(f"data `missing_release`: one of {', '.join(RELEASE_POLICIES)}; got {value!r}")
+    return value
+
+
+def _notice(message: str) -> None:
+    print(f"assotic: artifacts: {message}", file=sys.stderr)
+
+
+# -- pyinfra steps (run on hosts) -----------------------------------------------------------------
+
+
+def unpack_command(artifact: Artifact) -> str:
+    """Shell that unpacks the uploaded release into its read-only tree, atomically.
+
+    The sha256 is checked again on the host (the upload could have been cut short),
+    the tree is made in `<dir>.partial` and renamed at the end, with the marker file
+    written last: a half-made tree is never taken for a finished one.
+    """
+    target = artifact.install_dir
+    partial = f"{target}.partial"
+    return " && ".join([
+        f"echo '{artifact.sha256}  {artifact.remote_path}' | sha256sum --check --quiet",
+        f"rm -rf {partial} {target}",
+        f"mkdir -p {partial}",
+        # Release tarballs hold one top folder (nextcloud/, paheko-1.3.12/, mattermost/).
+        f"tar -xf {artifact.remote_path} -C {partial} --strip-components=1 --no-same-owner",
+        # Root-owned and read-only for everyone else: apps run as their own users.
+        f"chown -R root:root {partial}",
+        f"chmod -R u+rwX,go+rX,go-w {partial}",
+        f"echo '{artifact.sha256}' > {partial}/{UNPACKED_MARKER}",
+        f"mv {partial} {target}",
+    ])
+
+
+def install_release(artifact: Artifact, local_path: Path):
+    """Upload one copy of the release to the host and unpack it once. Returns the unpack op.
+
+    files.put compares checksums, so a second deploy uploads nothing; the unpack step is
+    guarded by the marker file, so it runs once per version.
+    """
+    from pyinfra import host
+    from pyinfra.facts.files import File
+    from pyinfra.operations import files, server
+
+    # Several tenants share one release on a host: schedule its steps once per run.
+    key = (host.name, artifact.filename)
+    if key in _scheduled:
+        return _scheduled[key]
+    _scheduled[key] = None
+    files.directory(name=f"Create {REMOTE_CACHE}", path=REMOTE_CACHE, user="root", group="root",
+                    mode="0700", present=True)
+    files.directory(name=f"Create {OPT_ROOT}", path=OPT_ROOT, user="root", group="root",
+                    mode="0755", present=True)
+    files.put(name=f"Upload {artifact.filename}", src=str(local_path), dest=artifact.remote_path,
+              user="root", group="root", mode="0600")
+    marker = f"{artifact.install_dir}/{UNPACKED_MARKER}"
+    if host.get_fact(File, path=marker) is not None:
+        return None
+    _scheduled[key] = server.shell(name=f"Unpack {artifact.label} into {artifact.install_dir}",
+                                   commands=[unpack_command(artifact)])
+    return _scheduled[key]
+
+
+# (host name, file name) -> the unpack operation scheduled in this run (None: nothing to do).
+_scheduled: dict[tuple[str, str], Any] = {}
+
+
+def host_debian_releases(inventory: Any) -> dict[str, str | None]:
+    """host name -> `debian_release` from its inventory data ("12", "13"), None when unsaid."""
+    out: dict[str, str | None] = {}
+    for h in inventory:
+        value = (inventory.get_host_data(h.name) or {}).get("debian_release")
+        out[h.name] = None if value is None else str(value)
+    return out

@@ -1,0 +1,349 @@
+"""roles/nextcloud: one Nextcloud per association, on shared read-only code.
+
+Pure part (no host): `nextcloud_needs(tenant, release)` says what the instance asks of
+the shared roles (vhost, PHP pool, PostgreSQL database, Redis, cron timer), and the
+render functions give every file the role writes. The `nextcloud` deploy function then
+installs and configures the app itself; deploy.py runs it AFTER the shared roles.
+
+Layout (evidence and the reasons in docs/apps.md):
+  /opt/assotic/nextcloud-<version>/   the release, root-owned, read-only, shared by tenants
+  <home>/config/                      NEXTCLOUD_CONFIG_DIR: config.php (Nextcloud's) and
+                                      assotic.config.php (ours, merged over it)
+  <home>/apps/                        this instance's writable apps folder (apps_paths)
+  <home>/data/                        datadirectory, outside any web root
+
+When the release is missing and data says `missing_release = "standin"`, the same
+needs are served by roles/standin instead, and a loud notice says so.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any
+
+from assotic.artifacts import OPT_ROOT, Artifact
+from assotic.needs import AppInstance, Database, HostNeeds, PhpPool, RedisInstance, Timer, Vhost
+from assotic.tenants import Tenant, quota_bytes
+from roles import standin as standin_role
+from roles.standin.render import render
+
+APP = "nextcloud"
+# The database is reached over TCP on loopback with the instance's own password (the
+# postgresql role's pg_hba rule for app roles); the stand-in checks the same path.
+DB_HOST = "127.0.0.1"
+DB_PORT = 5432
+OCC_SECRETS = f"{OPT_ROOT}/nextcloud-occ-secrets.php"
+CONFIG_FRAGMENT = "assotic.config.php"
+# APCu is Nextcloud's local cache; the CLI (occ, cron) needs it enabled too or occ fails.
+PHP_CLI = ("php", "-d", "apc.enable_cli=1")
+CRON_EVERY = "*:0/5"  # Nextcloud's documented background job interval: every 5 minutes
+
+# Host-data knobs and their defaults (docs/apps.md).
+DEFAULTS: dict[str, Any] = {
+    "nextcloud_phone_region": "FR",
+    "nextcloud_maintenance_window_start": 1,  # 01:00-05:00 UTC
+    "nextcloud_mail_smtpmode": "sendmail",
+    "nextcloud_mail_smtphost": None,
+    "nextcloud_mail_smtpport": 25,
+    "nextcloud_mail_from": "noreply",
+    "timezone": "Europe/Paris",
+}
+
+
+def instance(tenant: Tenant) -> AppInstance:
+    return AppInstance(tenant.slug, APP)
+
+
+def apps_dir(inst: AppInstance) -> str:
+    return f"{inst.home}/apps"
+
+
+def cron_unit(inst: AppInstance) -> str:
+    return f"assotic-nextcloud-cron-{inst.slug}"
+
+
+def domain(tenant: Tenant) -> str:
+    return tenant.apps.nextcloud.domain
+
+
+# -- Needs ---------------------------------------------------------------------------------------
+
+
+def nextcloud_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
+    """What this tenant's Nextcloud asks of the shared roles.
+
+    `release` is the resolved, available release for the host's Debian release, or None
+    when it is missing and the stand-in serves instead (same user, database and Redis).
+    """
+    inst = instance(tenant)
+    database = Database(name=inst.user, owner=inst.user, password_secret=inst.secret("db_password"))
+    redis = RedisInstance(instance=inst, password_secret=inst.secret("redis_password"))
+    if release is None:
+        return HostNeeds(
+            vhosts=[standin_role.standin_vhost(domain(tenant), inst)],
+            pools=[standin_role.standin_pool(inst)],
+            databases=[database],
+            redis=[redis],
+            timers=[standin_role.standin_timer(cron_unit(inst), inst, CRON_EVERY)],
+        )
+    code = release.install_dir
+    return HostNeeds(
+        vhosts=[Vhost(domain=domain(tenant), instance=inst, kind="nextcloud", web_root=code,
+                      php_socket=inst.php_socket, max_body_size="512M")],
+        pools=[PhpPool(
+            instance=inst,
+            code_dirs=(code,),
+            # Nextcloud reads its config from here instead of <code>/config (lib/base.php).
+            env=(("NEXTCLOUD_CONFIG_DIR", inst.config_dir),),
+            admin_values=(
+                ("memory_limit", "512M"),
+                ("upload_max_filesize", "512M"),
+                ("post_max_size", "512M"),
+                ("output_buffering", "0"),  # recommended by Nextcloud for big downloads
+            ),
+        )],
+        databases=[database],
+        redis=[redis],
+        timers=[Timer(
+            unit=cron_unit(inst),
+            description=f"Nextcloud background jobs for {tenant.slug}",
+            user=inst.user,
+            command=(*PHP_CLI, "-f", f"{code}/cron.php"),
+            on_calendar=CRON_EVERY,
+            working_directory=inst.home,
+            environment=(("NEXTCLOUD_CONFIG_DIR", inst.config_dir),),
+        )],
+    )
+
+
+# -- Rendered files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NextcloudContext:
+    """What templates/nextcloud/*.j2 see as `nextcloud`."""
+
+    tenant_name: str
+    url: str
+    trusted_domains: tuple[str, ...]
+    code_dir: str
+    apps_dir: str
+    tmp_dir: str
+    log_file: str
+    redis_socket: str
+    redis_password: str
+    phone_region: str
+    maintenance_window_start: int
+    timezone: str
+    mail_smtpmode: str
+    mail_smtphost: str | None
+    mail_smtpport: int
+    mail_from_address: str
+    mail_domain: str
+
+
+def _knob(data: Any, name: str) -> Any:
+    value = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
+    return DEFAULTS[name] if value is None else value
+
+
+def config_context(tenant: Tenant, release: Artifact, redis_password: str,
+                   data: Any = None) -> NextcloudContext:
+    inst = instance(tenant)
+    data = data or {}
+    return NextcloudContext(
+        tenant_name=tenant.name,
+        url=f"https://{domain(tenant)}",
+        trusted_domains=(domain(tenant),),
+        code_dir=release.install_dir,
+        apps_dir=apps_dir(inst),
+        tmp_dir=inst.tmp_dir,
+        log_file=f"{inst.log_dir}/nextcloud.log",
+        redis_socket=RedisInstance(inst, inst.secret("redis_password")).socket,
+        redis_password=redis_password,
+        phone_region=_knob(data, "nextcloud_phone_region"),
+        maintenance_window_start=int(_knob(data, "nextcloud_maintenance_window_start")),
+        timezone=_knob(data, "timezone"),
+        mail_smtpmode=_knob(data, "nextcloud_mail_smtpmode"),
+        mail_smtphost=_knob(data, "nextcloud_mail_smtphost"),
+        mail_smtpport=int(_knob(data, "nextcloud_mail_smtpport")),
+        mail_from_address=_knob(data, "nextcloud_mail_from"),
+        mail_domain=domain(tenant),
+    )
+
+
+def config_fragment(context: NextcloudContext) -> str:
+    """<config>/assotic.config.php, merged by Nextcloud over its own config.php."""
+    return render("nextcloud/assotic.config.php.j2", nextcloud=context)
+
+
+def occ_secrets_script() -> str:
+    return render("nextcloud/occ-secrets.php.j2", nextcloud={})
+
+
+EMPTY_CONFIG = "<?php\n$CONFIG = array (\n);\n"  # Nextcloud fills it in during the install
+
+
+def default_quota(tenant: Tenant) -> str:
+    """files/default_quota as Nextcloud spells it ("none" for no limit)."""
+    return "none" if quota_bytes(tenant.quotas.per_user) is None else tenant.quotas.per_user
+
+
+def install_job(tenant: Tenant, release: Artifact, db_password: str, admin_password: str) -> str:
+    """The occ-secrets job for `occ maintenance:install` (holds secrets: 0600, then deleted)."""
+    inst = instance(tenant)
+    admin = tenant.admins[0]
+    args = [
+        "maintenance:install", "--no-interaction",
+        "--database=pgsql", f"--database-name={inst.user}", f"--database-host={DB_HOST}",
+        f"--database-port={DB_PORT}", f"--database-user={inst.user}",
+        f"--database-pass={db_password}",
+        f"--admin-user={admin.username}", f"--admin-pass={admin_password}",
+        f"--admin-email={admin.email}",
+        f"--data-dir={inst.data_dir}",
+    ]
+    job = {"occ": f"{release.install_dir}/occ", "args": args,
+           "env": {"NEXTCLOUD_CONFIG_DIR": inst.config_dir}}
+    return json.dumps(job, indent=2) + "\n"
+
+
+def occ_prefix(inst: AppInstance, release: Artifact) -> str:
+    """Shell prefix running occ as the instance's user with its config dir."""
+    return shlex.join(["runuser", "-u", inst.user, "--", "env",
+                       f"NEXTCLOUD_CONFIG_DIR={inst.config_dir}", *PHP_CLI,
+                       f"{release.install_dir}/occ"])
+
+
+def admin_steps(tenant: Tenant, users: dict, groups: dict) -> list[list[str]]:
+    """occ argv lists adding missing admins and putting admins into group admin.
+
+    The first admin is created by the install, with the tenant's admin_password secret.
+    The others get a generated password and a welcome e-mail with a reset link, so no
+    password of theirs ever goes through the deploy.
+    """
+    steps: list[list[str]] = []
+    members = set(groups.get("admin", []))
+    for admin in tenant.admins:
+        if admin.username not in users:
+            steps.append(["user:add", "--generate-password", f"--email={admin.email}",
+                          f"--display-name={admin.name}", "--group=admin", admin.username])
+        elif admin.username not in members:
+            steps.append(["group:adduser", "admin", admin.username])
+    return steps
+
+
+def app_steps(tenant: Tenant, app_list: dict) -> list[list[str]]:
+    """occ argv lists enabling the tenant's apps (installing those not shipped)."""
+    enabled = set((app_list or {}).get("enabled", {}))
+    disabled = set((app_list or {}).get("disabled", {}))
+    steps = []
+    for app in tenant.apps.nextcloud.enabled_apps:
+        if app in enabled:
+            continue
+        steps.append(["app:enable", app] if app in disabled else ["app:install", app])
+    return steps
+
+
+# -- Deploy --------------------------------------------------------------------------------------
+
+
+def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secrets: Any) -> None:
+    """Install and configure this tenant's Nextcloud (after the shared roles ran).
+
+    `release` None: the stand-in is installed instead (the caller checked the policy).
+    """
+    from pyinfra import host
+    from pyinfra.facts.files import File
+    from pyinfra.operations import files, server
+    from pyinfra.operations.util import any_changed
+
+    from assotic.artifacts import install_release
+    from roles.remote_files import put_text
+
+    from .facts import OccJson, OccValue
+
+    inst = instance(tenant)
+    if release is None:
+        standin_role.standin(inst, standin_role.standin_config(
+            inst,
+            database={"driver": "pgsql", "host": DB_HOST, "port": DB_PORT, "name": inst.user,
+                      "user": inst.user, "password": secrets.get(inst.secret("db_password"))},
+            redis={"socket": RedisInstance(inst, "").socket,
+                   "password": secrets.get(inst.secret("redis_password"))},
+        ))
+        return
+
+    unpacked = install_release(release, local_release_path)
+    put_text(OCC_SECRETS, occ_secrets_script())
+    files.directory(name=f"Create {apps_dir(inst)}", path=apps_dir(inst), user=inst.user,
+                    group=inst.user, mode="0750", present=True)
+    # What a stand-in left behind, if this instance was one before.
+    files.file(name=f"Remove stand-in config of {inst.user}",
+               path=standin_role.config_path(inst), present=False)
+    files.file(name=f"Remove stand-in cron stamp of {inst.user}",
+               path=f"{inst.data_dir}/standin-cron.txt", present=False)
+
+    context = config_context(tenant, release, secrets.get(inst.secret("redis_password")), host.data)
+    # Credentials inside (Redis): root writes it, the instance's group reads it.
+    put_text(f"{inst.config_dir}/{CONFIG_FRAGMENT}", config_fragment(context), mode="0640",
+             user="root", group=inst.user)
+    config_php = f"{inst.config_dir}/config.php"
+    if host.get_fact(File, path=config_php) is None:
+        # occ refuses to run unless config.php exists and belongs to the user running it.
+        files.put(name=f"Create an empty {config_php}", src=StringIO(EMPTY_CONFIG),
+                  dest=config_php, user=inst.user, group=inst.user, mode="0640")
+
+    occ = occ_prefix(inst, release)
+    status = host.get_fact(OccJson, occ=occ, args="status --output=json")
+    installed = bool(status.get("installed"))
+    changed = []
+    if not installed:
+        job = f"{inst.tmp_dir}/occ-install.json"
+        files.put(name=f"Upload the install job of {inst.user} (0600)",
+                  src=StringIO(install_job(tenant, release, secrets.get(inst.secret("db_password")),
+                                           secrets.get(inst.secret("admin_password")))),
+                  dest=job, user=inst.user, group=inst.user, mode="0600")
+        run_job = shlex.join(["runuser", "-u", inst.user, "--", *PHP_CLI, OCC_SECRETS, job])
+        changed.append(server.shell(
+            name=f"Install Nextcloud {release.version} for {tenant.slug} (occ maintenance:install)",
+            commands=[f"{run_job}; rc=$?; rm -f {shlex.quote(job)}; exit $rc"],
+        ))
+    elif status.get("needsDbUpgrade"):
+        changed.append(server.shell(
+            name=f"Upgrade Nextcloud of {tenant.slug} to {release.version} (occ upgrade)",
+            commands=[f"{occ} upgrade --no-interaction"],
+        ))
+    if changed:
+        # After an install or an upgrade only: these are documented post-upgrade steps.
+        server.shell(
+            name=f"Add missing database indices, columns and keys for {tenant.slug}",
+            commands=[f"{occ} db:add-missing-indices --no-interaction",
+                      f"{occ} db:add-missing-columns --no-interaction",
+                      f"{occ} db:add-missing-primary-keys --no-interaction"],
+            _if=any_changed(*changed),
+        )
+
+    def occ_step(name: str, argv: list[str]) -> None:
+        server.shell(name=name, commands=[f"{occ} {shlex.join(argv)}"])
+
+    if host.get_fact(OccValue, occ=occ, args="config:app:get core backgroundjobs_mode") != "cron":
+        occ_step(f"Run background jobs of {tenant.slug} from the system timer", ["background:cron"])
+    quota = default_quota(tenant)
+    if host.get_fact(OccValue, occ=occ, args="config:app:get files default_quota") != quota:
+        occ_step(f"Set default quota {quota} for {tenant.slug}",
+                 ["config:app:set", "files", "default_quota", f"--value={quota}"])
+    users = host.get_fact(OccJson, occ=occ, args="user:list --output=json")
+    if not installed:
+        users = {tenant.admins[0].username: tenant.admins[0].name}  # made by the install
+    groups = host.get_fact(OccJson, occ=occ, args="group:list --output=json")
+    if not installed:
+        groups = {"admin": [tenant.admins[0].username]}
+    for argv in admin_steps(tenant, users, groups):
+        occ_step(f"Nextcloud {tenant.slug}: occ {argv[0]} {argv[-1]}", argv)
+    for argv in app_steps(tenant, host.get_fact(OccJson, occ=occ, args="app:list --output=json")):
+        occ_step(f"Nextcloud {tenant.slug}: occ {argv[0]} {argv[1]}", argv)
+    if unpacked is not None:
+        host.noop(f"Nextcloud {release.version} unpacked; check `occ status -e` (make verify)")

@@ -1,0 +1,38 @@
+"""Facts read through Nextcloud's occ, as the instance's user. Read-only: they change nothing.
+
+Each fact answers "unknown" (empty) when occ cannot run yet, e.g. on a first deploy
+before the release is unpacked: the role then schedules the steps, which run in order
+after the unpack.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pyinfra.api import FactBase
+
+
+class _Occ(FactBase):
+    def command(self, occ: str, args: str) -> str:
+        # `occ` is the prefix built by roles.nextcloud.occ_prefix (runuser, env, php, occ).
+        return f"{occ} {args} 2>/dev/null || true"
+
+
+class OccJson(_Occ):
+    """The JSON an occ command prints with --output=json ({} when occ cannot answer)."""
+
+    def process(self, output: list[str]):
+        text = "\n".join(output).strip()
+        start = text.find("{")  # occ may print warnings before the JSON
+        try:
+            return json.loads(text[start:]) if start >= 0 else {}
+        except ValueError:
+            return {}
+
+
+class OccValue(_Occ):
+    """One line an occ command prints (config:app:get ...), None when unset or unknown."""
+
+    def process(self, output: list[str]):
+        lines = [line for line in output if line.strip()]
+        return lines[-1].strip() if lines else None

@@ -1,0 +1,166 @@
+"""roles/paheko: one Paheko (members and accounting) per association, on shared read-only code.
+
+Pure part: `paheko_needs(tenant, release)` (vhost, PHP pool, timers; Paheko keeps its data
+in SQLite under <home>/data, so it asks no PostgreSQL database and no Redis) and the
+render functions. The `paheko` deploy function then writes the config and creates the
+instance headlessly with Paheko's own CLI; deploy.py runs it AFTER the shared roles.
+
+How one code copy serves many associations (evidence in docs/apps.md):
+- include/init.php turns every PAHEKO_* entry of $_ENV into a constant before reading
+  CONFIG_FILE; the pool sets env[PAHEKO_CONFIG_FILE] and, since Debian's php.ini has
+  variables_order = "GPCS" (no E, so $_ENV would be empty), variables_order = "EGPCS";
+- bin/paheko takes `--config <file>` (and `--root`; its `--url` option is parsed but
+  unused), so timers and the init step name the same config file.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from assotic.artifacts import Artifact
+from assotic.needs import AppInstance, HostNeeds, PhpPool, Timer, Vhost
+from assotic.tenants import Tenant
+from roles import standin as standin_role
+from roles.standin.render import render, stable_minute
+
+APP = "paheko"
+CONFIG_NAME = "config.local.php"
+DB_NAME = "association.sqlite"  # Paheko's default DB_FILE under DATA_ROOT
+COUNTRY = "FR"
+QUEUE_EVERY = "*:*:00"  # the e-mail queue, every minute
+
+
+def instance(tenant: Tenant) -> AppInstance:
+    return AppInstance(tenant.slug, APP)
+
+
+def domain(tenant: Tenant) -> str:
+    return tenant.apps.paheko.domain
+
+
+def config_path(inst: AppInstance) -> str:
+    return f"{inst.config_dir}/{CONFIG_NAME}"
+
+
+def db_file(inst: AppInstance) -> str:
+    return f"{inst.data_dir}/{DB_NAME}"
+
+
+def cron_unit(inst: AppInstance) -> str:
+    return f"assotic-paheko-cron-{inst.slug}"
+
+
+def queue_unit(inst: AppInstance) -> str:
+    return f"assotic-paheko-queue-{inst.slug}"
+
+
+def daily_at(inst: AppInstance) -> str:
+    """Daily, at 04:MM where MM comes from the slug: spread out, and stable across deploys."""
+    return f"*-*-* 04:{stable_minute('paheko-cron', inst.slug):02d}:00"
+
+
+def paheko_cli(inst: AppInstance, release: Artifact, *args: str) -> tuple[str, ...]:
+    return ("php", f"{release.install_dir}/bin/paheko", "--config", config_path(inst), *args)
+
+
+def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
+    """What this tenant's Paheko asks of the shared roles (`release` None: the stand-in)."""
+    inst = instance(tenant)
+    if release is None:
+        return HostNeeds(
+            vhosts=[standin_role.standin_vhost(domain(tenant), inst)],
+            pools=[standin_role.standin_pool(inst)],
+            timers=[standin_role.standin_timer(cron_unit(inst), inst, daily_at(inst))],
+        )
+    code = release.install_dir
+    return HostNeeds(
+        vhosts=[Vhost(domain=domain(tenant), instance=inst, kind="paheko", web_root=f"{code}/www",
+                      php_socket=inst.php_socket, max_body_size="256M")],
+        pools=[PhpPool(
+            instance=inst,
+            code_dirs=(code,),
+            env=(("PAHEKO_CONFIG_FILE", config_path(inst)),),
+            admin_values=(
+                # E first: init.php reads PAHEKO_CONFIG_FILE from $_ENV.
+                ("variables_order", "EGPCS"),
+                ("upload_max_filesize", "256M"),
+                ("post_max_size", "256M"),
+            ),
+        )],
+        timers=[
+            Timer(unit=cron_unit(inst), description=f"Paheko daily tasks for {tenant.slug}",
+                  user=inst.user, command=paheko_cli(inst, release, "cron"),
+                  on_calendar=daily_at(inst), working_directory=inst.home),
+            # `queue run` exits 2 while messages are still waiting: the timers role should
+            # treat 2 as success for this unit (SuccessExitStatus=2), see docs/apps.md.
+            Timer(unit=queue_unit(inst), description=f"Paheko e-mail queue for {tenant.slug}",
+                  user=inst.user, command=paheko_cli(inst, release, "queue", "run", "--quiet"),
+                  on_calendar=QUEUE_EVERY, working_directory=inst.home),
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class PahekoContext:
+    """What templates/paheko/*.j2 see as `paheko`."""
+
+    tenant_name: str
+    url: str
+    data_root: str
+    secret_key: str
+    secret_name: str
+
+
+def config_local(tenant: Tenant, secret_key: str) -> str:
+    inst = instance(tenant)
+    context = PahekoContext(tenant_name=tenant.name, url=f"https://{domain(tenant)}/",
+                            data_root=inst.data_dir, secret_key=secret_key,
+                            secret_name=inst.secret("secret_key"))
+    return render("paheko/config.local.php.j2", paheko=context)
+
+
+def init_command(tenant: Tenant, release: Artifact, password_file: str) -> str:
+    """`bin/paheko init` as the tenant's user; the password is read from a 0600 file,
+    which is removed whatever happens."""
+    inst = instance(tenant)
+    admin = tenant.admins[0]
+    init = shlex.join(["runuser", "-u", inst.user, "--", *paheko_cli(
+        inst, release, "init", "--country", COUNTRY, "--orgname", tenant.name,
+        "--name", admin.name, "--email", admin.email, "--password-file", password_file)])
+    return f"{init}; rc=$?; rm -f {shlex.quote(password_file)}; exit $rc"
+
+
+def paheko(tenant: Tenant, release: Artifact | None, local_release_path, secrets: Any) -> None:
+    """Write the config and create the instance once (after the shared roles ran)."""
+    from io import StringIO
+
+    from pyinfra import host
+    from pyinfra.facts.files import File
+    from pyinfra.operations import files, server
+
+    from assotic.artifacts import install_release
+    from roles.remote_files import put_text
+
+    inst = instance(tenant)
+    if release is None:
+        standin_role.standin(inst, standin_role.standin_config(
+            inst, database={"driver": "sqlite", "path": f"{inst.data_dir}/standin.sqlite"}))
+        return
+
+    install_release(release, local_release_path)
+    for leftover in (standin_role.config_path(inst), f"{inst.data_dir}/standin-cron.txt",
+                     f"{inst.data_dir}/standin.sqlite"):
+        files.file(name=f"Remove stand-in leftover {leftover}", path=leftover, present=False)
+    put_text(config_path(inst), config_local(tenant, secrets.get(inst.secret("secret_key"))),
+             mode="0640", user="root", group=inst.user)
+    # Guarded: `init` refuses an existing database anyway, but a second deploy must not
+    # even try (and must not upload the password file again).
+    if host.get_fact(File, path=db_file(inst)) is None:
+        password_file = f"{inst.tmp_dir}/paheko-init-password"
+        files.put(name=f"Upload the first admin's password for {inst.user} (0600)",
+                  src=StringIO(secrets.get(inst.secret("admin_password")) + "\n"),
+                  dest=password_file, user=inst.user, group=inst.user, mode="0600")
+        server.shell(name=f"Create the Paheko instance of {tenant.slug} (bin/paheko init)",
+                     commands=[init_command(tenant, release, password_file)])

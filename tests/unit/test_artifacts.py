@@ -1,0 +1,377 @@
+"""assotic/artifacts.py without any host: mirror, cache, URL, checksums, messages, guards."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import http.server
+import io
+import json
+import tarfile
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from assotic import artifacts
+from assotic.artifacts import (
+    Artifact,
+    ArtifactError,
+    ArtifactMissing,
+    ChecksumMismatch,
+    ReleaseSet,
+    choose_release,
+    needed_releases,
+    pinned_artifact,
+    require,
+    resolve,
+    resolve_releases,
+)
+
+CONTENT = b"pretend release tarball\n" * 100
+
+
+def make_artifact(content: bytes = CONTENT, name: str = "paheko", version: str = "1.3.12",
+                  url: str = "http://127.0.0.1:9/unreachable/paheko-1.3.12.tar.gz") -> Artifact:
+    return Artifact(name=name, version=version, filename=Path(url).name, url=url,
+                    sha256=hashlib.sha256(content).hexdigest())
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def mirror(tmp_path) -> Path:
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A local http.server on 127.0.0.1 serving a folder; yields (folder, base URL)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def committed_releases() -> dict:
+    """`releases` as written in group_data/all.py, read without running that file."""
+    source = (Path(__file__).resolve().parents[2] / "group_data" / "all.py").read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "releases":
+            return ast.literal_eval(node.value)
+    raise AssertionError("no `releases = {...}` in group_data/all.py")
+
+
+# -- pins --------------------------------------------------------------------------------------
+
+
+def test_pin_defaults_the_file_name_to_the_url_and_checks_the_sha256():
+    a = artifacts.artifact_from_pin("paheko", {"version": "1.3.12", "url": "https://x.org/uv/p-1.tar.gz",
+                                               "sha256": "A" * 64})
+    assert a.filename == "p-1.tar.gz" and a.sha256 == "a" * 64
+    assert a.install_dir == "/opt/assotic/paheko-1.3.12"
+    assert a.remote_path == "/var/cache/assotic/artifacts/p-1.tar.gz"
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        artifacts.artifact_from_pin("paheko", {"version": "1", "url": "https://x/p", "sha256": "abc"})
+    with pytest.raises(ValueError, match="unknown keys"):
+        artifacts.artifact_from_pin("paheko", {"version": "1", "url": "https://x/p", "sha256": "a" * 64,
+                                               "sha1": "x"})
+
+
+def test_the_committed_pins_are_well_formed_and_say_where_their_checksum_comes_from():
+    releases = committed_releases()
+    for app in ("paheko", "mattermost"):
+        assert pinned_artifact(releases, app).checksum_source
+    for debian in ("12", "13"):
+        nextcloud = pinned_artifact(releases, "nextcloud", debian)
+        assert nextcloud.checksum_source and nextcloud.signature_url.endswith(".asc")
+    # Newest major supporting each PHP: 34 on PHP 8.2 (Debian 12), 35 on PHP 8.4 (Debian 13).
+    assert pinned_artifact(releases, "nextcloud", "12").version.startswith("34.")
+    assert pinned_artifact(releases, "nextcloud", "13").version.startswith("35.")
+    assert pinned_artifact(releases, "paheko").version.startswith("1.3.")
+
+
+def test_nextcloud_without_a_pin_for_the_debian_release_is_an_error():
+    releases = {"nextcloud": {"12": {"version": "34.0.4", "url": "https://x/n.tar.bz2", "sha256": "a" * 64}}}
+    with pytest.raises(ArtifactError, match="Debian 14"):
+        pinned_artifact(releases, "nextcloud", "14")
+
+
+# -- resolution: mirror, cache, URL --------------------------------------------------------------
+
+
+def test_missing_everywhere_names_app_version_file_places_and_the_fix(cache, mirror):
+    a = make_artifact()
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, timeout=1)
+    assert not found.available
+    with pytest.raises(ArtifactMissing) as err:
+        require(found)
+    message = str(err.value)
+    for expected in ("paheko", "1.3.12", "paheko-1.3.12.tar.gz", str(mirror / a.filename),
+                     str(cache / a.filename), a.url, "ARTIFACTS_DIR", a.sha256):
+        assert expected in message
+
+
+def test_a_mirror_folder_is_used_and_copied_into_the_cache(cache, mirror):
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename and found.path.read_bytes() == CONTENT
+    assert "not checked" in found.signature or "no signature" in found.signature
+
+
+def test_artifacts_dir_env_wins_over_data_mirror():
+    assert artifacts.mirror_location("/data/mirror", {"ARTIFACTS_DIR": "/env/dir"}) == "/env/dir"
+    assert artifacts.mirror_location("/data/mirror", {}) == "/data/mirror"
+    assert artifacts.mirror_location(None, {}) is None
+
+
+def test_the_cache_is_used_without_any_mirror_or_network(cache):
+    a = make_artifact()
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=None, cache_dir=cache, allow_download=False)
+    assert found.available and found.path == cache / a.filename
+
+
+def test_upstream_url_is_downloaded_verified_and_cached(cache, http_root):
+    root, base = http_root
+    (root / "paheko-1.3.12.tar.gz").write_bytes(CONTENT)
+    a = make_artifact(url=f"{base}/paheko-1.3.12.tar.gz")
+    found = resolve(a, cache_dir=cache, timeout=5)
+    assert found.available and (cache / a.filename).read_bytes() == CONTENT
+    # Second time: from the cache, even with the server gone.
+    (root / "paheko-1.3.12.tar.gz").unlink()
+    assert resolve(a, cache_dir=cache, timeout=5).available
+
+
+def test_a_mirror_url_is_tried_first(cache, http_root):
+    root, base = http_root
+    (root / "paheko-1.3.12.tar.gz").write_bytes(CONTENT)
+    a = make_artifact()  # its upstream URL is unreachable
+    found = resolve(a, mirror=base, cache_dir=cache, timeout=5)
+    assert found.available
+
+
+def test_check_only_never_downloads(cache, http_root):
+    root, base = http_root
+    (root / "paheko-1.3.12.tar.gz").write_bytes(CONTENT)
+    a = make_artifact(url=f"{base}/paheko-1.3.12.tar.gz")
+    found = resolve(a, cache_dir=cache, allow_download=False)
+    assert not found.available and not (cache / a.filename).exists()
+    assert any("not tried" in place for place in found.looked)
+
+
+# -- checksum mismatch: refused, moved aside, never used ----------------------------------------
+
+
+def test_a_mismatching_mirror_file_is_refused_moved_aside_and_never_cached(cache, mirror):
+    a = make_artifact()
+    bad = mirror / a.filename
+    bad.write_bytes(b"tampered")
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert not found.available
+    assert not bad.exists() and (mirror / (a.filename + ".rejected")).exists()
+    assert not (cache / a.filename).exists()
+    text = found.missing_message()
+    assert a.sha256 in text and hashlib.sha256(b"tampered").hexdigest() in text and str(bad) in text
+
+
+def test_a_mismatching_cached_file_is_refused_even_when_it_was_fine_before(cache):
+    a = make_artifact()
+    cache.mkdir()
+    (cache / a.filename).write_bytes(b"changed on disk")
+    with pytest.raises(ChecksumMismatch) as err:
+        artifacts.verified(cache / a.filename, a)
+    assert "expected: sha256 " + a.sha256 in str(err.value)
+    assert not (cache / a.filename).exists()
+
+
+def test_a_mismatching_download_is_refused_and_not_kept(cache, http_root):
+    root, base = http_root
+    (root / "paheko-1.3.12.tar.gz").write_bytes(b"not what was pinned")
+    a = make_artifact(url=f"{base}/paheko-1.3.12.tar.gz")
+    found = resolve(a, cache_dir=cache, timeout=5)
+    assert not found.available and not (cache / a.filename).exists()
+    assert (cache / (a.filename + ".rejected")).exists()
+    assert "checksum mismatch" in found.missing_message()
+
+
+# -- signatures --------------------------------------------------------------------------------
+
+
+def test_signature_not_checked_is_said_clearly(cache, mirror):
+    a = Artifact(**{**make_artifact().__dict__, "signature_url": "http://127.0.0.1:9/x.asc"})
+    (mirror / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert found.signature.startswith("not checked: no signing key")
+
+
+def test_gpg_verify_accepts_a_good_signature_and_refuses_a_bad_one(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("gpg") is None:
+        pytest.skip("gpg is not installed")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run([*gpg, "--quick-gen-key", "release@example.org", "ed25519", "sign", "never"],
+                   check=True, capture_output=True)
+    key = tmp_path / "key.asc"
+    key.write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True).stdout)
+    release = tmp_path / "r.tar.gz"
+    release.write_bytes(CONTENT)
+    subprocess.run([*gpg, "--armor", "--detach-sign", str(release)], check=True, capture_output=True)
+    a = make_artifact()
+    assert artifacts.gpg_verify(key, Path(str(release) + ".asc"), release, a).startswith("signature verified")
+    release.write_bytes(CONTENT + b"x")
+    with pytest.raises(ArtifactError, match="BAD"):
+        artifacts.gpg_verify(key, Path(str(release) + ".asc"), release, a)
+
+
+# -- which releases a deploy needs, and the policy ----------------------------------------------
+
+
+def tenant(slug, **apps):
+    enabled = {app: SimpleNamespace(host=host) for app, host in apps.items()}
+    return SimpleNamespace(slug=slug, apps=SimpleNamespace(enabled=lambda: enabled))
+
+
+RELEASES = {
+    "nextcloud": {"12": {"version": "34.0.4", "url": "http://127.0.0.1:9/n34.tar.bz2", "sha256": "a" * 64},
+                  "13": {"version": "35.0.1", "url": "http://127.0.0.1:9/n35.tar.bz2", "sha256": "b" * 64}},
+    "paheko": {"version": "1.3.12", "url": "http://127.0.0.1:9/p.tar.gz", "sha256": "c" * 64},
+    "mattermost": {"version": "11.1.1", "url": "http://127.0.0.1:9/m.tar.gz", "sha256": "d" * 64},
+}
+
+
+def test_needed_releases_follow_declared_debian_or_take_every_pin():
+    tenants = [tenant("a", nextcloud="web-1", paheko="web-1", mattermost="web-1"),
+               tenant("b", nextcloud="web-2")]
+    assert needed_releases(tenants, RELEASES, {"web-1": "12", "web-2": None}) == [
+        ("nextcloud", "12"), ("paheko", None), ("nextcloud", "13")]
+    # Mattermost is pinned but has no role yet: not resolved.
+
+
+def test_resolve_releases_then_choose_per_policy(tmp_path, capsys):
+    release_set = resolve_releases([tenant("a", paheko="web-1")], RELEASES, {}, cache_dir=tmp_path,
+                                   allow_download=False)
+    assert not release_set.available("paheko")
+    assert "paheko 1.3.12" in capsys.readouterr().err  # announced before connecting
+    assert choose_release(release_set, "paheko", "12", "standin") == (None, None)
+    with pytest.raises(ArtifactMissing, match="missing_release"):
+        choose_release(release_set, "paheko", "12", "fail")
+    with pytest.raises(ArtifactError, match="one of fail, standin"):
+        choose_release(release_set, "paheko", "12", "skip")
+
+
+def test_a_host_on_an_unresolved_debian_release_is_refused():
+    release_set = ReleaseSet()
+    with pytest.raises(ArtifactError, match="Debian 13"):
+        choose_release(release_set, "nextcloud", "13", "standin", "web-2")
+
+
+def test_local_override_is_announced(tmp_path, capsys):
+    override = tmp_path / "pins.json"
+    override.write_text(json.dumps({"paheko": {"version": "9.9", "url": "file:///x/p-9.9.tar.gz",
+                                               "sha256": "e" * 64}}))
+    pins = artifacts.apply_override("paheko", RELEASES["paheko"], {artifacts.OVERRIDE_ENV: str(override)})
+    assert pins["version"] == "9.9"
+    assert "local override" in capsys.readouterr().err
+
+
+# -- on hosts: one upload, one unpack ----------------------------------------------------------
+
+
+def test_unpack_command_checks_again_builds_aside_and_marks_last():
+    a = make_artifact()
+    steps = artifacts.unpack_command(a).split(" && ")
+    assert steps[0].startswith(f"echo '{a.sha256}  {a.remote_path}' | sha256sum --check")
+    assert steps[-2].endswith(f"{a.install_dir}.partial/{artifacts.UNPACKED_MARKER}")
+    assert steps[-1] == f"mv {a.install_dir}.partial {a.install_dir}"
+    assert any(s.startswith("chown -R root:root") for s in steps)
+    assert any("go-w" in s for s in steps)
+
+
+def test_unpack_command_really_unpacks_once_into_a_read_only_tree(tmp_path, monkeypatch):
+    """Run the generated shell against a real tarball in tmp_path (root paths swapped)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("chown root:root needs root")
+    tarball = tmp_path / "paheko-1.3.12.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        data = b"<?php echo 1;\n"
+        info = tarfile.TarInfo("paheko-1.3.12/www/index.php")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setattr(artifacts, "REMOTE_CACHE", str(tmp_path))
+    monkeypatch.setattr(artifacts, "OPT_ROOT", str(tmp_path / "opt"))
+    a = Artifact("paheko", "1.3.12", tarball.name, "http://x/y", hashlib.sha256(tarball.read_bytes()).hexdigest())
+    (tmp_path / "opt").mkdir()
+    subprocess.run(["sh", "-c", artifacts.unpack_command(a)], check=True)
+    tree = Path(a.install_dir)
+    assert (tree / "www/index.php").read_bytes() == b"<?php echo 1;\n"
+    assert (tree / artifacts.UNPACKED_MARKER).read_text().strip() == a.sha256
+    assert oct((tree / "www/index.php").stat().st_mode & 0o777) == "0o644"
+
+
+class FakeHost:
+    """Stands for pyinfra's host: answers File facts from a dict, fails on anything else."""
+
+    def __init__(self, files, name="web-1"):
+        self.files = files
+        self.name = name
+
+    def get_fact(self, fact, **kwargs):
+        from pyinfra.facts.files import File
+
+        assert fact is File, f"unexpected fact {fact}"
+        return self.files.get(kwargs["path"])
+
+
+def test_install_release_skips_the_unpack_when_the_marker_exists(monkeypatch, tmp_path):
+    import pyinfra
+    from pyinfra.operations import files, server
+
+    monkeypatch.setattr(artifacts, "_scheduled", {})
+    calls = []
+    monkeypatch.setattr(files, "directory", lambda **kw: calls.append(("directory", kw["path"])))
+    monkeypatch.setattr(files, "put", lambda **kw: calls.append(("put", kw["dest"])))
+    monkeypatch.setattr(server, "shell", lambda **kw: calls.append(("shell", kw["name"])) or "op")
+    a = make_artifact()
+    marker = f"{a.install_dir}/{artifacts.UNPACKED_MARKER}"
+
+    monkeypatch.setattr(pyinfra, "host", FakeHost({marker: {"mode": 644}}))
+    assert artifacts.install_release(a, tmp_path / a.filename) is None
+    assert ("put", a.remote_path) in calls and not any(c[0] == "shell" for c in calls)
+
+    calls.clear()
+    monkeypatch.setattr(pyinfra, "host", FakeHost({}, name="web-2"))
+    assert artifacts.install_release(a, tmp_path / a.filename) == "op"
+    assert calls[-1] == ("shell", f"Unpack {a.label} into {a.install_dir}")
+    # A second tenant on the same host in the same run: nothing scheduled twice.
+    calls.clear()
+    assert artifacts.install_release(a, tmp_path / a.filename) == "op"
+    assert calls == []

@@ -1,0 +1,81 @@
+"""Paheko instances on the web hosts: the same checks for the lab and production.
+
+An instance is either the real release (its config.local.php exists) or the stand-in
+(config/standin.json): the checks that need the real release are skipped, with the reason,
+for a stand-in; the stand-in's own answer is checked through nginx instead.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from roles import paheko
+
+pytestmark = pytest.mark.hosts_in("web")
+
+
+def instances(data, pyinfra_host):
+    return [paheko.instance(t) for t in data.tenants
+            if t.apps.paheko and t.apps.paheko.host == pyinfra_host.name]
+
+
+def is_standin(host, inst) -> bool:
+    return host.file(f"{inst.config_dir}/standin.json").exists
+
+
+def test_config_is_readable_by_the_instance_only(host, data, pyinfra_host):
+    for inst in instances(data, pyinfra_host):
+        name = "standin.json" if is_standin(host, inst) else paheko.CONFIG_NAME
+        config = host.file(f"{inst.config_dir}/{name}")
+        assert config.exists, config.path
+        assert (config.user, config.group, config.mode) == ("root", inst.user, 0o640)
+
+
+def test_real_paheko_is_initialised_and_consistent(host, data, pyinfra_host):
+    checked = 0
+    for inst in instances(data, pyinfra_host):
+        if is_standin(host, inst):
+            continue
+        code = host.file(f"{inst.data_dir}/{paheko.DB_NAME}")
+        assert code.exists and code.user == inst.user
+        config = f"{inst.config_dir}/{paheko.CONFIG_NAME}"
+        binary = host.check_output(f"ls -d /opt/assotic/paheko-*/bin/paheko | tail -1")
+        run = host.run(f"runuser -u {inst.user} -- php {binary} --config {config} db check")
+        assert run.rc == 0 and "Integrity: ok" in run.stdout, run.stdout + run.stderr
+        checked += 1
+    if not checked:
+        pytest.skip("every Paheko here is a stand-in: the real release was not provided "
+                    "(put it in ARTIFACTS_DIR and deploy again)")
+
+
+def test_release_trees_are_root_owned_and_read_only(host):
+    for path in host.check_output("ls -d /opt/assotic/paheko-* 2>/dev/null || true").split():
+        tree = host.file(path)
+        assert tree.user == "root" and not tree.mode & 0o022
+        # Symlinks always show 0777: only real files and folders count.
+        assert host.run(f"find {path} ! -type l -perm /022 -print -quit").stdout.strip() == ""
+
+
+def test_site_answers_through_nginx(host, data, pyinfra_host):
+    for t in data.tenants:
+        if not (t.apps.paheko and t.apps.paheko.host == pyinfra_host.name):
+            continue
+        inst = paheko.instance(t)
+        domain = t.apps.paheko.domain
+        curl = f"curl -sk --max-time 10 --resolve {domain}:443:127.0.0.1 https://{domain}/"
+        if host.run("command -v nginx").rc != 0:
+            pytest.skip("nginx is not installed (the web roles are not deployed here)")
+        answer = host.run(curl)
+        assert answer.rc == 0, answer.stderr
+        if is_standin(host, inst):
+            body = json.loads(answer.stdout)
+            assert body["standin"] is True and body["app"] == "paheko" and body["tenant"] == t.slug
+            assert body["user"] == inst.user
+            assert body["database"] == "ok" and body["session_dir_writable"] is True
+            assert inst.home in body["open_basedir"]
+            others = [o.slug for o in data.tenants if o.slug != t.slug]
+            assert not any(f"/srv/assotic/{s}/" in body["open_basedir"] + ":" for s in others)
+        else:
+            assert "Paheko" in answer.stdout or "paheko" in answer.stdout
