@@ -194,15 +194,20 @@ def placement_problems(view: InventoryView, tenants: list[tuple[str, Tenant]]) -
 # --- Secrets -----------------------------------------------------------------------------------
 
 
+# The secrets assotic generates for each app of each association, stored as
+# tenants/<slug>/<app>/<name>. Paheko keeps its data in SQLite: no database password.
+APP_SECRETS: dict[str, tuple[str, ...]] = {
+    "nextcloud": ("db_password", "admin_password", "redis_password"),
+    "paheko": ("admin_password", "secret_key"),
+    "mattermost": ("db_password",),
+    "bigbluebutton": (),
+}
+
+
 def generated_secret_names(tenants: list[Tenant]) -> list[str]:
     """Secrets assotic creates itself, one set per association and app."""
-    names = []
-    for tenant in tenants:
-        for app in tenant.apps.enabled():
-            names += [f"tenants/{tenant.slug}/{app}/db_password",
-                      f"tenants/{tenant.slug}/{app}/admin_password"]
-            names += [f"tenants/{tenant.slug}/paheko/secret_key"] if app == "paheko" else []
-    return names
+    return [f"tenants/{tenant.slug}/{app}/{name}"
+            for tenant in tenants for app in tenant.apps.enabled() for name in APP_SECRETS[app]]
 
 
 def open_secrets(create_missing: list[str], write: bool):

@@ -82,7 +82,9 @@ from assotic.artifacts import host_debian_releases, resolve_releases  # noqa: E4
 release_set = resolve_releases(
     tenants, releases, host_debian_releases(inventory),
     mirror=artifacts_mirror, signing_keys=artifact_signing_keys,
-    allow_download=os.environ.get("ASSOTIC_CHECK_ONLY") != "1",
+    # `make check` never downloads; nor does an offline deploy (the lab: see inventory/lab.py).
+    allow_download=os.environ.get("ASSOTIC_CHECK_ONLY") != "1"
+    and os.environ.get("ASSOTIC_OFFLINE") != "1",
 )
 
 __all__ = ["platform", "tenants", "sysadmins", "timezone", "releases", "artifacts_mirror",

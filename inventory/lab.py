@@ -20,5 +20,8 @@ from assotic.lab import lab_ssh_data as _lab_ssh_data
 
 os.environ.setdefault("ASSOTIC_SECRETS_FILE", str(_SECRETS_STORE))
 os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))
+# The lab never downloads upstream releases: it uses $ARTIFACTS_DIR and the local cache
+# only, and group_data/lab.py says what a missing release becomes.
+os.environ.setdefault("ASSOTIC_OFFLINE", "1")
 
 web = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "web"]

@@ -83,7 +83,9 @@ def test_app_on_unknown_host_or_wrong_group_is_rejected():
 def test_generated_secrets_cover_every_app_of_every_tenant():
     loaded, _ = load_tenants(REPO / "group_data" / "tenants")
     names = generated_secret_names([t for _, t in loaded])
-    assert "tenants/ulap/paheko/db_password" in names
+    assert "tenants/ulap/nextcloud/redis_password" in names
+    assert "tenants/ulap/paheko/secret_key" in names
+    assert "tenants/ulap/paheko/db_password" not in names  # Paheko uses SQLite
     assert "tenants/zerodechet/nextcloud/db_password" not in names  # zerodechet has no Nextcloud
     assert len(names) == len(set(names))
 
