@@ -15,4 +15,10 @@ sysadmins = [
     }
 ]
 
-__all__ = ["sysadmins"]
+# roles/tls: the lab's own ACME server. Debian's pebble runs on each lab host (loopback
+# only) and issues real certificates through the same certbot code path as production,
+# whose default is Let's Encrypt. Never set acme_lab_server on a production inventory.
+acme_lab_server = True
+acme_directory = "https://127.0.0.1:14000/dir"
+
+__all__ = ["sysadmins", "acme_lab_server", "acme_directory"]
