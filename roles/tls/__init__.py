@@ -29,6 +29,7 @@ from .model import (
     PEBBLE_CERT,
     PEBBLE_CONFIG,
     PEBBLE_DIR,
+    PEBBLE_REREGISTER,
     PEBBLE_UNIT,
     RENEWAL_HOOK,
     CertPaths,
@@ -62,6 +63,7 @@ def lab_acme_server() -> None:
     if host.get_fact(File, path=PEBBLE_CERT) is None:
         server.shell(name=f"Make pebble's own certificate {PEBBLE_CERT}", commands=[pebble_cert_command()])
     config = put_text(PEBBLE_CONFIG, render.pebble_config())
+    put_text(PEBBLE_REREGISTER, render.pebble_reregister_script(), mode="0755")
     unit = put_text(f"/etc/systemd/system/{PEBBLE_UNIT}", render.pebble_unit())
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     systemd.service(name=f"Enable and start {PEBBLE_UNIT}", service=PEBBLE_UNIT, running=True, enabled=True)

@@ -41,6 +41,8 @@ PEBBLE_KEY = f"{PEBBLE_DIR}/key.pem"
 PEBBLE_CONFIG = f"{PEBBLE_DIR}/pebble-config.json"
 PEBBLE_LISTEN = "127.0.0.1:14000"
 PEBBLE_MANAGEMENT_LISTEN = "127.0.0.1:15000"
+PEBBLE_DIRECTORY = f"https://{PEBBLE_LISTEN}/dir"  # what group_data/lab.py sets as acme_directory
+PEBBLE_REREGISTER = "/usr/local/sbin/assotic-lab-pebble-reregister"
 # certbot.service (run by certbot.timer) must trust pebble's certificate too, or renewals fail.
 CERTBOT_LAB_DROP_IN = "/etc/systemd/system/certbot.service.d/assotic-lab-pebble.conf"
 
@@ -91,6 +93,9 @@ class TlsSettings:
             flags[name] = get(name)
             if not isinstance(flags[name], bool):
                 errors.append(f"{name}: expected True or False, got {flags[name]!r}")
+        if flags["acme_lab_server"] is True and directory != PEBBLE_DIRECTORY:
+            errors.append(f"acme_directory: with acme_lab_server the lab's pebble answers on "
+                          f"{PEBBLE_DIRECTORY!r}, got {directory!r}")
         if flags["tls_self_signed"] is True and flags["acme_lab_server"] is True:
             errors.append("tls_self_signed and acme_lab_server: pick one (self-signed needs no ACME server)")
         if errors:

@@ -21,6 +21,9 @@ class TlsContext:
     pebble_cert: str = model.PEBBLE_CERT
     pebble_key: str = model.PEBBLE_KEY
     pebble_config: str = model.PEBBLE_CONFIG
+    pebble_directory: str = model.PEBBLE_DIRECTORY
+    pebble_unit: str = model.PEBBLE_UNIT
+    pebble_reregister: str = model.PEBBLE_REREGISTER
 
 
 _environment = jinja2.Environment(
@@ -49,3 +52,7 @@ def renewal_hook() -> str:
 
 def certbot_lab_drop_in() -> str:
     return render("certbot-assotic-lab-pebble.conf.j2")
+
+
+def pebble_reregister_script() -> str:
+    return render("assotic-lab-pebble-reregister.j2")
