@@ -20,4 +20,10 @@ sysadmins = [
 # Redis, so the platform is still tested end to end. Production keeps "fail".
 missing_release = "standin"
 
-__all__ = ["sysadmins", "missing_release"]
+# roles/tls: the lab's own ACME server. Debian's pebble runs on each lab host (loopback
+# only) and issues real certificates through the same certbot code path as production,
+# whose default is Let's Encrypt. Never set acme_lab_server on a production inventory.
+acme_lab_server = True
+acme_directory = "https://127.0.0.1:14000/dir"
+
+__all__ = ["sysadmins", "missing_release", "acme_lab_server", "acme_directory"]

@@ -106,8 +106,16 @@ def in_container(host) -> bool:
 
 
 @pytest.fixture(scope="module")
-def declared_openings(data):
+def needs(pyinfra_host, data):
+    """What the apps on this host ask of the shared roles, computed as deploy.py does."""
+    from roles import temporary_standin_needs  # TEMPORARY, like in deploy.py
+
+    return temporary_standin_needs(pyinfra_host.name, data)
+
+
+@pytest.fixture(scope="module")
+def declared_openings(data, needs):
     """The firewall openings deploy.py hands to the base role, for this host."""
     from roles import firewall_openings
 
-    return firewall_openings(data)
+    return firewall_openings(data, needs)
