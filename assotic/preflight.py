@@ -201,6 +201,8 @@ def generated_secret_names(tenants: list[Tenant]) -> list[str]:
         for app in tenant.apps.enabled():
             names += [f"tenants/{tenant.slug}/{app}/db_password",
                       f"tenants/{tenant.slug}/{app}/admin_password"]
+            if app == "nextcloud":  # its own Redis for file locking (roles/redis)
+                names.append(f"tenants/{tenant.slug}/{app}/redis_password")
     return names
 
 
