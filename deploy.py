@@ -1,16 +1,24 @@
 """assotic: the whole deploy, in order. Run with `pyinfra inventory/<name>.py deploy.py`.
 
-Tenant files, inventory and secrets were already validated in group_data/all.py,
-before pyinfra connected to any host: by the time this file runs, the data is good.
+Tenant files, inventory, secrets and releases were already validated in
+group_data/all.py, before pyinfra connected to any host.
 
-Order matters:
-1. base: packages, sysadmins, sshd, firewall, automatic security updates.
-   It runs first so that a host is hardened before any application listens,
-   and it renders the firewall from the openings every role declares.
-2. web front, on hosts that serve vhosts:
+Each app role (roles/nextcloud, roles/paheko) hands its needs to the shared roles
+that own nginx, certificates, PHP-FPM, PostgreSQL, Redis and timers, then deploys
+its own code and configuration. Order matters:
+1. base: packages, sysadmins, sshd, firewall, automatic security updates. First, so
+   that a host is hardened before any application listens; it renders the firewall
+   from the openings every role declares.
+2. instance accounts: the Unix user and folders of every app instance, which every
+   later step runs as or writes into.
+3. backends: PostgreSQL, each instance's Redis, PHP-FPM pools.
+4. web front, on hosts that serve vhosts:
    a. nginx_front: nginx answers ACME challenges for every name on port 80;
    b. tls: certbot asks the ACME server, which fetches the challenge from (a);
    c. nginx vhosts: each 443 server needs the certificate made in (b).
+5. apps: code, configuration and first install of each instance (or its stand-in),
+   which need their database, Redis and pool from (3).
+6. timers: the apps' background jobs, started once the apps are installed.
 """
 
 import sys
@@ -20,26 +28,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pyinfra import host  # noqa: E402
+from pyinfra.facts.server import LinuxDistribution  # noqa: E402
 
-from roles import base, firewall_openings, nginx, tls  # noqa: E402
-from roles import temporary_standin_needs  # noqa: E402  TEMPORARY, see roles/__init__.py
+from roles import app_roles, base, firewall_openings, host_plan, instances_of  # noqa: E402
+from roles import nginx, php, postgresql, redis, timers, tls  # noqa: E402
 
-# TEMPORARY: static standin vhosts until the app roles hand over their needs.
-needs = temporary_standin_needs(host.name, host.data)
+debian = str(host.get_fact(LinuxDistribution)["major"])
+needs, app_plans = host_plan(host.name, host.data, debian)
 
 base.base(firewall_openings=firewall_openings(host.data, needs))
+
+php.instance_accounts(instances_of(needs))
+postgresql.postgresql(needs.databases)
+redis.redis(needs.redis)
+php.php(needs.pools)
 
 if needs.vhosts:
     nginx.nginx_front()
     tls.certificates(needs.domains)
-
-    # --- TEMPORARY: a page naming each standin vhost, so the checks can tell whose content
-    # a server answers with. Goes away with temporary_standin_needs.
-    from roles.remote_files import put_text  # noqa: E402
-
-    for vhost in needs.vhosts:
-        put_text(f"{vhost.web_root}/index.html",
-                 f"<!doctype html><title>{vhost.domain}</title><p>assotic standin: {vhost.domain}\n")
-    # --- end TEMPORARY
-
     nginx.nginx(needs.vhosts)
+
+for plan in app_plans:
+    deploy_app = getattr(app_roles()[plan.app], plan.app)  # roles.nextcloud.nextcloud, ...
+    deploy_app(plan.tenant, plan.release, plan.release_path, host.data.platform.secrets)
+
+timers.timers(needs.timers)

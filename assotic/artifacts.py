@@ -361,7 +361,7 @@ def check_signature(artifact: Artifact, path: Path, mirror: str | None, signing_
         return "not checked: upstream publishes no signature for this file"
     if not signing_key:
         return ("not checked: no signing key file in data `artifact_signing_keys` "
-                f"(the sha256 pin was checked)")
+                "(the sha256 pin was checked)")
     signature = path.with_name(path.name + ".asc")
     if not signature.is_file() and mirror and not _is_url(mirror):
         local = Path(mirror).expanduser() / signature.name

@@ -75,6 +75,9 @@ class PhpPool:
     admin_values: tuple[tuple[str, str], ...] = ()  # php_admin_value[...] (cannot be overridden)
     max_children: int = 4
     idle_timeout_s: int = 10
+    # PHP extensions the app needs, by their Debian name without the version ("pgsql",
+    # "intl", "redis"): the php role installs them for the host's PHP.
+    extensions: tuple[str, ...] = ()
 
     @property
     def open_basedir(self) -> tuple[str, ...]:
@@ -114,6 +117,11 @@ class RedisInstance:
     @property
     def socket(self) -> str:
         return f"/run/assotic-redis/{self.instance.user}/redis.sock"
+
+    @property
+    def acl_user(self) -> str:
+        """The Redis ACL user clients log in as (Redis's default user is off)."""
+        return self.instance.user
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,61 @@
 """The roles, one concern each. deploy.py runs them in order.
 
 What crosses roles lives here, so that deploy.py and the testinfra checks
-compute it the same way.
+compute it the same way: which apps run on a host with which release, what
+they need from the shared roles, and which ports the host opens.
 """
 
 from __future__ import annotations
 
-from assotic.needs import AppInstance, HostNeeds, Vhost
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assotic.artifacts import Artifact, choose_release
+from assotic.needs import AppInstance, HostNeeds
+from assotic.tenants import Tenant
+
+
+@dataclass(frozen=True)
+class AppPlan:
+    """One app of one association on this host, and the release it runs (None: the stand-in)."""
+
+    app: str
+    tenant: Tenant
+    release: Artifact | None
+    release_path: Path | None
+
+
+def app_roles() -> dict[str, Any]:
+    """The app roles that hand needs to the shared roles, in deploy order."""
+    from roles import nextcloud, paheko
+
+    return {"nextcloud": nextcloud, "paheko": paheko}
+
+
+def host_plan(host_name: str, host_data: Any, debian: str) -> tuple[HostNeeds, list[AppPlan]]:
+    """What the apps on a host need from the shared roles, and what each app role deploys.
+
+    `debian` is the host's Debian major release ("12", "13"): Nextcloud's pin depends on it.
+    A missing release becomes the stand-in or stops the deploy, as data `missing_release` says.
+    """
+    needs, plans = HostNeeds(), []
+    for tenant in host_data.platform.tenants_on(host_name):
+        for app, role in app_roles().items():
+            if app not in tenant.apps_on(host_name):
+                continue
+            release, path = choose_release(host_data.release_set, app, debian,
+                                           host_data.missing_release, host_name)
+            needs.extend(getattr(role, f"{app}_needs")(tenant, release))
+            plans.append(AppPlan(app, tenant, release, path))
+    return needs, plans
+
+
+def instances_of(needs: HostNeeds) -> list[AppInstance]:
+    """Every instance that needs a Unix account and folders, in need order."""
+    found = [p.instance for p in needs.pools] + [r.instance for r in needs.redis]
+    found += [v.instance for v in needs.vhosts]
+    return list(dict.fromkeys(found))
 
 
 def firewall_openings(host_data, needs: HostNeeds | None = None) -> list:
@@ -21,31 +70,3 @@ def firewall_openings(host_data, needs: HostNeeds | None = None) -> list:
 
     vhosts = needs.vhosts if needs is not None else []
     return [*base.ssh_openings(host_data), *web_openings(vhosts)]
-
-
-# --- TEMPORARY (roles/nginx + roles/tls branch) ------------------------------------------
-# Until the app roles (roles/nextcloud, roles/paheko, roles/standin) hand over their own
-# needs, every app of every tenant on the host gets a static "standin" vhost, so that the
-# web front and the certificates can be deployed and verified in the lab. The lead replaces
-# this function with the app roles' needs.
-STANDIN_WEB_ROOT = "/var/www/assotic-standin"
-
-
-def temporary_standin_needs(host_name: str, host_data) -> HostNeeds:
-    """TEMPORARY: one static standin vhost per app domain of the tenants on this host."""
-    needs = HostNeeds()
-    platform = getattr(host_data, "platform", None)
-    if platform is None:
-        return needs
-    for tenant in platform.tenants_on(host_name):
-        for app, placement in tenant.apps_on(host_name).items():
-            if getattr(placement, "domain", None) is None:
-                continue
-            needs.vhosts.append(Vhost(
-                domain=placement.domain,
-                instance=AppInstance(tenant.slug, app),
-                kind="standin",
-                web_root=f"{STANDIN_WEB_ROOT}/{placement.domain}",
-                php_socket=None,
-            ))
-    return needs

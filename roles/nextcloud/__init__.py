@@ -38,7 +38,12 @@ DB_PORT = 5432
 OCC_SECRETS = f"{OPT_ROOT}/nextcloud-occ-secrets.php"
 CONFIG_FRAGMENT = "assotic.config.php"
 # APCu is Nextcloud's local cache; the CLI (occ, cron) needs it enabled too or occ fails.
-PHP_CLI = ("php", "-d", "apc.enable_cli=1")
+# The modules Nextcloud's admin manual lists as required or recommended for PostgreSQL
+# and Redis (ctype, dom, fileinfo, json, openssl, posix, session... are built into Debian's
+# PHP). imagick is left out: it pulls ImageMagick for previews only.
+# https://docs.nextcloud.com/server/latest/admin_manual/installation/php_configuration.html
+PHP_EXTENSIONS = ("bcmath", "curl", "gd", "gmp", "intl", "mbstring", "pgsql", "redis", "xml", "zip")
+PHP_CLI = ("/usr/bin/php", "-d", "apc.enable_cli=1")
 CRON_EVERY = "*:0/5"  # Nextcloud's documented background job interval: every 5 minutes
 
 # Host-data knobs and their defaults (docs/apps.md).
@@ -84,7 +89,7 @@ def nextcloud_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
     if release is None:
         return HostNeeds(
             vhosts=[standin_role.standin_vhost(domain(tenant), inst)],
-            pools=[standin_role.standin_pool(inst)],
+            pools=[standin_role.standin_pool(inst, PHP_EXTENSIONS)],
             databases=[database],
             redis=[redis],
             timers=[standin_role.standin_timer(cron_unit(inst), inst, CRON_EVERY)],
@@ -98,6 +103,7 @@ def nextcloud_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
             code_dirs=(code,),
             # Nextcloud reads its config from here instead of <code>/config (lib/base.php).
             env=(("NEXTCLOUD_CONFIG_DIR", inst.config_dir),),
+            extensions=PHP_EXTENSIONS,
             admin_values=(
                 ("memory_limit", "512M"),
                 ("upload_max_filesize", "512M"),
@@ -134,6 +140,7 @@ class NextcloudContext:
     tmp_dir: str
     log_file: str
     redis_socket: str
+    redis_user: str
     redis_password: str
     phone_region: str
     maintenance_window_start: int
@@ -163,6 +170,7 @@ def config_context(tenant: Tenant, release: Artifact, redis_password: str,
         tmp_dir=inst.tmp_dir,
         log_file=f"{inst.log_dir}/nextcloud.log",
         redis_socket=RedisInstance(inst, inst.secret("redis_password")).socket,
+        redis_user=RedisInstance(inst, inst.secret("redis_password")).acl_user,
         redis_password=redis_password,
         phone_region=_knob(data, "nextcloud_phone_region"),
         maintenance_window_start=int(_knob(data, "nextcloud_maintenance_window_start")),
@@ -271,7 +279,7 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
             inst,
             database={"driver": "pgsql", "host": DB_HOST, "port": DB_PORT, "name": inst.user,
                       "user": inst.user, "password": secrets.get(inst.secret("db_password"))},
-            redis={"socket": RedisInstance(inst, "").socket,
+            redis={"socket": RedisInstance(inst, "").socket, "user": RedisInstance(inst, "").acl_user,
                    "password": secrets.get(inst.secret("redis_password"))},
         ))
         return

@@ -32,6 +32,10 @@ COUNTRY = "FR"
 QUEUE_EVERY = "*:*:00"  # the e-mail queue, every minute
 
 
+# What Paheko needs of PHP besides its core (seen running 1.3.22.1 on Debian 12, LAB.md):
+# its data is SQLite; intl and mbstring for text, xml for exports.
+PHP_EXTENSIONS = ("intl", "mbstring", "sqlite3", "xml")
+
 def instance(tenant: Tenant) -> AppInstance:
     return AppInstance(tenant.slug, APP)
 
@@ -62,7 +66,7 @@ def daily_at(inst: AppInstance) -> str:
 
 
 def paheko_cli(inst: AppInstance, release: Artifact, *args: str) -> tuple[str, ...]:
-    return ("php", f"{release.install_dir}/bin/paheko", "--config", config_path(inst), *args)
+    return ("/usr/bin/php", f"{release.install_dir}/bin/paheko", "--config", config_path(inst), *args)
 
 
 def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
@@ -71,7 +75,7 @@ def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
     if release is None:
         return HostNeeds(
             vhosts=[standin_role.standin_vhost(domain(tenant), inst)],
-            pools=[standin_role.standin_pool(inst)],
+            pools=[standin_role.standin_pool(inst, PHP_EXTENSIONS)],
             timers=[standin_role.standin_timer(cron_unit(inst), inst, daily_at(inst))],
         )
     code = release.install_dir
@@ -82,6 +86,7 @@ def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
             instance=inst,
             code_dirs=(code,),
             env=(("PAHEKO_CONFIG_FILE", config_path(inst)),),
+            extensions=PHP_EXTENSIONS,
             admin_values=(
                 # E first: init.php reads PAHEKO_CONFIG_FILE from $_ENV.
                 ("variables_order", "EGPCS"),

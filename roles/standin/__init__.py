@@ -56,12 +56,15 @@ def standin_config(instance: AppInstance, database: dict[str, Any],
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
-def standin_pool(instance: AppInstance, admin_values: tuple[tuple[str, str], ...] = ()) -> PhpPool:
+def standin_pool(instance: AppInstance, extensions: tuple[str, ...],
+                 admin_values: tuple[tuple[str, str], ...] = ()) -> PhpPool:
+    """The pool the real app would get, with the same PHP extensions, serving the stand-in."""
     return PhpPool(
         instance=instance,
         code_dirs=(STANDIN_ROOT,),
         env=((CONFIG_ENV, config_path(instance)),),
         admin_values=admin_values,
+        extensions=extensions,
     )
 
 
@@ -76,7 +79,7 @@ def standin_timer(unit: str, instance: AppInstance, on_calendar: str) -> Timer:
         unit=unit,
         description=f"assotic stand-in cron for {instance.app} of {instance.slug}",
         user=instance.user,
-        command=("php", f"{STANDIN_ROOT}/cron.php", config_path(instance)),
+        command=("/usr/bin/php", f"{STANDIN_ROOT}/cron.php", config_path(instance)),
         on_calendar=on_calendar,
         working_directory=instance.home,
     )

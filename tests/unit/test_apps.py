@@ -89,7 +89,7 @@ def test_paheko_needs_on_shared_code(tenant):
     assert dict(pool.admin_values)["variables_order"] == "EGPCS"  # $_ENV is how init.php reads it
     assert needs.databases == [] and needs.redis == []  # SQLite in <home>/data
     cron, queue = needs.timers
-    assert cron.command == ("php", "/opt/assotic/paheko-1.3.12/bin/paheko", "--config", config, "cron")
+    assert cron.command == ("/usr/bin/php", "/opt/assotic/paheko-1.3.12/bin/paheko", "--config", config, "cron")
     assert queue.command[-3:] == ("queue", "run", "--quiet") and queue.on_calendar == "*:*:00"
     assert cron.on_calendar.startswith("*-*-* 04:") and cron.user == queue.user == user
     # Same time on every deploy (derived, not drawn at random).
@@ -127,7 +127,7 @@ def test_standin_needs_keep_the_same_user_database_redis_and_timer_names():
         assert stand.vhosts[0].domain == real.vhosts[0].domain
         assert stand.databases == real.databases and stand.redis == real.redis
         assert [x.unit for x in stand.timers] == [x.unit for x in real.timers]
-        assert stand.timers[0].command == ("php", "/opt/assotic/standin/cron.php",
+        assert stand.timers[0].command == ("/usr/bin/php", "/opt/assotic/standin/cron.php",
                                            f"/srv/assotic/{t.slug}/nextcloud/config/standin.json")
         assert dict(stand.pools[0].env) == {"ASSOTIC_STANDIN_CONFIG":
                                             f"/srv/assotic/{t.slug}/nextcloud/config/standin.json"}
@@ -164,10 +164,11 @@ def test_nextcloud_config_fragment(tenant, tmp_path):
     for expected in (
         f"'trusted_domains' => ['{tenant.apps.nextcloud.domain}']",
         f"'overwrite.cli.url' => 'https://{tenant.apps.nextcloud.domain}'",
-        "'memcache.local' => '\\\\OC\\\\Memcache\\\\APCu'",
+        "'memcache.local' => '\\\\OC\\\\Memcache\\\\Redis'",
         "'memcache.locking' => '\\\\OC\\\\Memcache\\\\Redis'",
         f"'host' => '/run/assotic-redis/nextcloud_{tenant.slug}/redis.sock'",
         "'port' => 0",
+        f"'user' => 'nextcloud_{tenant.slug}'",  # the ACL user roles/redis creates
         "'password' => 'SECRET[tenants/x/nextcloud/redis_password]'",
         "'default_phone_region' => 'FR'",
         "'maintenance_window_start' => 1",
@@ -271,7 +272,7 @@ def test_php_literals_cannot_break_out_of_their_string():
 @pytest.mark.parametrize("tenant", PAHEKO_TENANTS, ids=ids(PAHEKO_TENANTS))
 def test_paheko_init_runs_as_the_user_with_a_password_file(tenant):
     command = paheko.init_command(tenant, PAHEKO, "/srv/x/tmp/pw")
-    assert command.startswith(f"runuser -u paheko_{tenant.slug} -- php /opt/assotic/paheko-1.3.12/bin/paheko "
+    assert command.startswith(f"runuser -u paheko_{tenant.slug} -- /usr/bin/php /opt/assotic/paheko-1.3.12/bin/paheko "
                               f"--config /srv/assotic/{tenant.slug}/paheko/config/config.local.php init ")
     assert "--password-file /srv/x/tmp/pw" in command and "--country FR" in command
     assert command.endswith("rm -f /srv/x/tmp/pw; exit $rc")

@@ -106,11 +106,16 @@ def in_container(host) -> bool:
 
 
 @pytest.fixture(scope="module")
-def needs(pyinfra_host, data):
+def needs(pyinfra_host, data, host):
     """What the apps on this host ask of the shared roles, computed as deploy.py does."""
-    from roles import temporary_standin_needs  # TEMPORARY, like in deploy.py
+    from roles import host_plan
 
-    return temporary_standin_needs(pyinfra_host.name, data)
+    return host_plan(pyinfra_host.name, data, debian_major(host))[0]
+
+
+def debian_major(host) -> str:
+    """"12" or "13", as pyinfra's LinuxDistribution fact gives it to deploy.py."""
+    return host.check_output(". /etc/os-release && echo $VERSION_ID").split(".")[0]
 
 
 @pytest.fixture(scope="module")

@@ -81,5 +81,7 @@ def test_site_answers_through_nginx(host, data, pyinfra_host):
             assert body["database"] == "ok", body["database"]
             assert body["redis"] == "ok", body["redis"]
             assert body["session_dir_writable"] is True
+            assert body["open_basedir"].split(":")[0] == inst.home, body["open_basedir"]
+            assert body["upload_tmp_dir"] == inst.tmp_dir
         else:
             assert body["installed"] is True and body["maintenance"] is False

@@ -1,0 +1,195 @@
+"""What roles/php promises: instance accounts and folders, one idle-free PHP-FPM pool each.
+
+Expected instances come from host data through the same needs deploy.py uses
+(the `needs` fixture: roles.host_plan).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+
+import pytest
+
+from roles import php
+from roles import instances_of
+
+pytestmark = pytest.mark.hosts_in("web")
+
+
+@pytest.fixture(scope="module")
+def pools(needs):
+    if not needs.pools:
+        pytest.skip("no PHP pool on this host")
+    return needs.pools
+
+
+@pytest.fixture(scope="module")
+def instances(needs):
+    return instances_of(needs)
+
+
+@pytest.fixture(scope="module")
+def settings(host, data):
+    major = int(host.check_output(". /etc/os-release && echo $VERSION_ID").split(".")[0])
+    return php.PhpSettings.from_data(data, php.php_version(major))
+
+
+# -- accounts and folders -----------------------------------------------------------------
+
+
+def test_each_instance_has_a_system_user_without_login(host, instances):
+    for instance in instances:
+        user = host.user(instance.user)
+        assert user.exists, instance.user
+        assert user.group == instance.user, instance.user
+        assert user.groups == [instance.user], instance.user  # no other group
+        assert user.shell == php.NOLOGIN, instance.user
+        assert user.uid < 1000, f"{instance.user} is not a system account"
+        assert user.home == instance.home
+
+
+def test_web_server_is_in_no_instance_group(host, instances):
+    groups = host.user(php.WEB_SERVER_GROUP).groups
+    assert [i.user for i in instances if i.user in groups] == []
+
+
+def test_instance_folders_owner_and_mode(host, instances):
+    wrong = []
+    for instance in instances:
+        for path, owner, group, mode in php.instance_directories(instance):
+            f = host.file(path)
+            if not f.is_directory or (f.user, f.group, f.mode) != (owner, group, int(mode, 8)):
+                wrong.append((path, f.user, f.group, oct(f.mode)))
+    assert wrong == []
+
+
+def test_nothing_under_srv_assotic_is_world_readable_or_writable(host, instances):
+    if not instances:
+        pytest.skip("no instance on this host")
+    found = host.check_output("find /srv/assotic \\( -perm -o+r -o -perm -o+w \\) -print")
+    assert found == ""
+
+
+def test_an_instance_cannot_read_another_instances_folders(host, instances):
+    if len(instances) < 2:
+        pytest.skip("one instance on this host: nothing to cross")
+    readable = []
+    for a, b in itertools.permutations(instances, 2):
+        for path in (b.home, b.data_dir, b.config_dir, b.tmp_dir):
+            if host.run(f"runuser -u {a.user} -- ls {shlex.quote(path)}").rc == 0:
+                readable.append((a.user, path))
+    assert readable == []
+
+
+def test_web_server_cannot_read_instance_folders(host, instances):
+    readable = [i.home for i in instances
+                if host.run(f"runuser -u {php.WEB_SERVER_GROUP} -- ls {shlex.quote(i.home)}").rc == 0]
+    assert readable == []
+
+
+# -- PHP-FPM ------------------------------------------------------------------------------
+
+
+def test_php_fpm_is_running_and_enabled(host, pools, settings):
+    service = host.service(settings.fpm_service)
+    assert service.is_running and service.is_enabled
+    assert host.run(f"{settings.fpm_binary} -t").rc == 0
+
+
+def test_idle_pools_have_no_worker(host, pools, settings):
+    """pm = ondemand: only the master runs while nobody uses the apps (run before any request)."""
+    lines = host.check_output(f"ps -o user=,args= -C php-fpm{settings.version}").splitlines()
+    assert len(lines) == 1 and lines[0].split()[0] == "root" and "master process" in lines[0], lines
+
+
+def test_one_pool_file_per_instance_exactly_as_rendered(host, pools, settings):
+    for pool in pools:
+        f = host.file(php.pool_file(pool, settings))
+        assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
+        assert f.content_string == php.pool_config(pool, settings)
+        assert "\npm = ondemand\n" in f.content_string
+    listed = host.check_output(f"ls {settings.pool_dir}").split()
+    assert sorted(listed) == sorted(php.pool_file(p, settings).rsplit("/", 1)[1] for p in pools)
+
+
+def test_pool_sockets_belong_to_the_instance_and_the_web_server(host, pools):
+    for pool in pools:
+        sock = host.file(pool.instance.php_socket)
+        assert sock.is_socket, pool.instance.php_socket
+        assert (sock.user, sock.group, sock.mode) == (pool.instance.user, php.WEB_SERVER_GROUP, 0o660)
+
+
+def _ini(lines: str) -> dict[str, str]:
+    """'name => local => master' lines of `php -i` as {name: local value}."""
+    values = {}
+    for line in lines.splitlines():
+        parts = [p.strip() for p in line.split("=>")]
+        if len(parts) >= 2:
+            values[parts[0]] = parts[1]
+    return values
+
+
+def test_fpm_opcache_as_nextcloud_expects(host, pools, settings):
+    ini = _ini(host.check_output(f"{settings.fpm_binary} -i"))
+    assert ini["opcache.enable"] == "On"
+    assert ini["opcache.save_comments"] == "On"
+    assert ini["opcache.validate_permission"] == "On"
+    assert int(ini["opcache.interned_strings_buffer"]) == settings.opcache_interned_strings_buffer
+    assert int(ini["opcache.memory_consumption"]) == settings.opcache_memory_consumption
+    assert int(ini["opcache.max_accelerated_files"]) >= 10000
+    assert int(ini["opcache.revalidate_freq"]) == settings.opcache_revalidate_freq
+    assert "apcu" in host.check_output(f"{settings.fpm_binary} -m").split()
+
+
+def test_cli_has_apcu_for_occ(host, pools, instances):
+    code = "echo json_encode([ini_get('apc.enable_cli'), function_exists('apcu_store') && apcu_enabled()]);"
+    for instance in instances:
+        out = host.check_output(f"runuser -u {instance.user} -- php -r {shlex.quote(code)}")
+        assert json.loads(out) == ["1", True], instance.user
+
+
+PROBE = """<?php
+$other = getenv('ASSOTIC_PROBE_OTHER');
+echo json_encode([
+  'user' => posix_getpwuid(posix_geteuid())['name'],
+  'open_basedir' => ini_get('open_basedir'),
+  'tmp' => sys_get_temp_dir(),
+  'upload_tmp' => ini_get('upload_tmp_dir'),
+  'session' => session_save_path(),
+  'apcu' => function_exists('apcu_enabled') && apcu_enabled(),
+  'opcache' => function_exists('opcache_get_status') && is_array(@opcache_get_status(false)),
+  'reads_other' => $other !== '' && @scandir($other) !== false,
+  'reads_etc_passwd' => @file_get_contents('/etc/passwd') !== false,
+]);
+"""
+
+
+def test_each_pool_runs_as_its_user_inside_its_home(host, pools, instances):
+    """A real request through each pool's socket (cgi-fcgi, as nginx would send it)."""
+    for pool in pools:
+        instance = pool.instance
+        others = [i for i in instances if i != instance]
+        script = f"{instance.tmp_dir}/assotic-verify-probe.php"
+        host.check_output(f"printf %s {shlex.quote(PROBE)} > {script} && chown {instance.user}: {script}")
+        try:
+            env = (f"SCRIPT_FILENAME={script} REQUEST_METHOD=GET "
+                   f"ASSOTIC_PROBE_OTHER={others[0].home if others else ''}")
+            out = host.check_output(f"env {env} cgi-fcgi -bind -connect {instance.php_socket}")
+        finally:
+            host.run(f"rm -f {script}")
+        body = json.loads(out.split("\r\n\r\n", 1)[1])
+        assert body == {
+            "user": instance.user,
+            "open_basedir": ":".join(pool.open_basedir),
+            "tmp": instance.tmp_dir,
+            "upload_tmp": instance.tmp_dir,
+            "session": instance.session_dir,
+            "apcu": False,  # shared between pools: off unless asked for (docs/backends.md)
+            # opcache.restrict_api opens the OPcache API to the app's code folder only: this
+            # probe, written in the instance's tmp, must be refused when the app has code.
+            "opcache": not pool.code_dirs,
+            "reads_other": False,
+            "reads_etc_passwd": False,
+        }, instance.user
