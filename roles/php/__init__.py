@@ -21,7 +21,7 @@ from pathlib import Path
 
 import jinja2
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import FactBase, deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
@@ -143,6 +143,25 @@ class PhpSettings:
                 *(extension_package(e, v) for e in sorted(set(extensions))),
                 *self.extra_packages]
 
+
+class WorldAccessibleFiles(FactBase):
+    """Files and folders under a path that anybody on the host may read or write.
+
+    Entering (o+x) is allowed: /srv/assotic and each association's folder are traverse-only.
+    """
+
+    def command(self, path: str) -> str:
+        return f"find {path} ! -type l -perm /o=rw -print 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line for line in output if line]
+
+
+FPM_SERVICE_DROP_IN = """\
+# Managed by assotic (roles/php): what PHP creates is readable by its instance only.
+[Service]
+UMask=0027
+"""
 
 # Extensions Debian builds outside PHP's source, packaged for the default PHP only.
 UNVERSIONED_EXTENSIONS = {"apcu", "igbinary", "imagick", "redis"}
@@ -279,6 +298,11 @@ def instance_accounts(instances: list[AppInstance]) -> None:
                 continue
             done_dirs.add(path)
             files.directory(name=f"Create {path}", path=path, user=owner, group=group, mode=mode)
+    # Files made before the services' umask was 0027 (or by hand): none may be world-readable.
+    exposed = host.get_fact(WorldAccessibleFiles, path=SRV_ROOT)
+    if exposed:
+        server.shell(name=f"Remove world access from {len(exposed)} file(s) under {SRV_ROOT}",
+                     commands=[f"find {SRV_ROOT} ! -type l -perm /o=rw -exec chmod o-rw {{}} +"])
 
 
 @deploy("PHP-FPM", data_defaults=DEFAULTS)
@@ -312,6 +336,15 @@ def php(pools: list[PhpPool]) -> None:
                                           fname=f"{POOL_PREFIX}*.conf") or []) - wanted):
         changed.append(files.file(name=f"Remove pool {stale}", path=stale, present=False))
 
+    # Files PHP creates (logs, SQLite databases, uploads) must not be world-readable:
+    # php-fpm's workers inherit the master's umask, 022 by default.
+    umask_drop_in = put_text(f"/etc/systemd/system/{settings.fpm_service}.service.d/assotic.conf",
+                             FPM_SERVICE_DROP_IN)
+    # A shell restart: systemd.service(restarted=True) skips a service that was not running
+    # when facts were read, as on the first run (the package starts it with umask 022).
+    server.shell(name=f"Restart {settings.fpm_service} with its new umask",
+                 commands=[f"systemctl daemon-reload && systemctl restart {settings.fpm_service}"],
+                 _if=umask_drop_in.did_change)
     systemd.service(name=f"Enable and start {settings.fpm_service}", service=settings.fpm_service,
                     running=True, enabled=True)
     # Test the whole configuration first: a bad pool never takes the others down.

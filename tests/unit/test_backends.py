@@ -289,7 +289,7 @@ def test_host_plan_for_the_examples(lab_host_data):
     assert [d.password_secret for d in web1.databases] == ["tenants/ulap/nextcloud/db_password"]
     web2, _ = host_plan("web-2", data, "12")
     assert {i.user for i in instances_of(web2)} == {"nextcloud_toitcommun", "paheko_toitcommun",
-                                                     "paheko_zerodechet"}
+                                                     "nextcloud_zerodechet", "paheko_zerodechet"}
 
 
 def test_every_example_renders(lab_host_data):

@@ -164,7 +164,7 @@ def test_every_example_tenant_renders(lab_host_data):
         files = render.vhost_files(needs.vhosts, {d: model.cert_paths(d, LAB) for d in needs.domains}, SETTINGS)
         assert len(files) == len(needs.vhosts) > 0
         domains += needs.domains
-    assert len(domains) == len(set(domains)) == 5  # nextcloud and paheko domains; Mattermost has no role yet
+    assert len(domains) == len(set(domains)) == 6  # nextcloud and paheko domains; Mattermost has no role yet
 
 
 # -- TLS data and commands ----------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_generated_secrets_cover_every_app_of_every_tenant():
     assert "tenants/ulap/nextcloud/redis_password" in names
     assert "tenants/ulap/paheko/secret_key" in names
     assert "tenants/ulap/paheko/db_password" not in names  # Paheko uses SQLite
-    assert "tenants/zerodechet/nextcloud/db_password" not in names  # zerodechet has no Nextcloud
+    assert "tenants/toitcommun/mattermost/db_password" not in names  # toitcommun has no chat
     assert len(names) == len(set(names))
 
 

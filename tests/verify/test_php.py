@@ -151,7 +151,7 @@ def test_cli_has_apcu_for_occ(host, pools, instances):
 
 
 PROBE = """<?php
-$other = getenv('ASSOTIC_PROBE_OTHER');
+$others = array_filter(explode(':', (string) getenv('ASSOTIC_PROBE_OTHERS')));
 echo json_encode([
   'user' => posix_getpwuid(posix_geteuid())['name'],
   'open_basedir' => ini_get('open_basedir'),
@@ -160,7 +160,7 @@ echo json_encode([
   'session' => session_save_path(),
   'apcu' => function_exists('apcu_enabled') && apcu_enabled(),
   'opcache' => function_exists('opcache_get_status') && is_array(@opcache_get_status(false)),
-  'reads_other' => $other !== '' && @scandir($other) !== false,
+  'reads_other' => array_values(array_filter($others, fn($path) => @scandir($path) !== false)),
   'reads_etc_passwd' => @file_get_contents('/etc/passwd') !== false,
 ]);
 """
@@ -174,8 +174,9 @@ def test_each_pool_runs_as_its_user_inside_its_home(host, pools, instances):
         script = f"{instance.tmp_dir}/assotic-verify-probe.php"
         host.check_output(f"printf %s {shlex.quote(PROBE)} > {script} && chown {instance.user}: {script}")
         try:
-            env = (f"SCRIPT_FILENAME={script} REQUEST_METHOD=GET "
-                   f"ASSOTIC_PROBE_OTHER={others[0].home if others else ''}")
+            # Every other instance's home, config and data folder on this host.
+            other_paths = ":".join(p for o in others for p in (o.home, o.config_dir, o.data_dir))
+            env = f"SCRIPT_FILENAME={script} REQUEST_METHOD=GET ASSOTIC_PROBE_OTHERS={other_paths}"
             out = host.check_output(f"env {env} cgi-fcgi -bind -connect {instance.php_socket}")
         finally:
             host.run(f"rm -f {script}")
@@ -190,6 +191,6 @@ def test_each_pool_runs_as_its_user_inside_its_home(host, pools, instances):
             # opcache.restrict_api opens the OPcache API to the app's code folder only: this
             # probe, written in the instance's tmp, must be refused when the app has code.
             "opcache": not pool.code_dirs,
-            "reads_other": False,
+            "reads_other": [],
             "reads_etc_passwd": False,
         }, instance.user
