@@ -99,6 +99,18 @@ def host_rss_kib() -> tuple[int, list[tuple[str, int]]]:
     return sum(by_command.values()), top
 
 
+def host_pss_kib() -> int:
+    """Proportional set size of the host's processes: shared pages split between their users.
+
+    RSS counts a shared library once per process that maps it (every redis-server maps the
+    same ~10 MiB); PSS adds up to what the processes really cost together.
+    """
+    script = "cat /proc/[0-9]*/smaps_rollup 2>/dev/null | awk '/^Pss:/ {kib += $2} END {print kib}'"
+    result = subprocess.run(["docker", "exec", container(), "sh", "-c", script],
+                            capture_output=True, text=True, check=True)
+    return int(result.stdout.strip() or 0)
+
+
 def measure(count: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="assotic-bench-") as tmp:
         tenants_dir = Path(tmp)
@@ -113,18 +125,21 @@ def measure(count: int) -> dict:
         noop_s, noop_changed = timed_deploy(env)
         time.sleep(IDLE_SETTLE_S)
         rss_kib, top = host_rss_kib()
+        pss_kib = host_pss_kib()
     return {"tenants": count, "converge_s": round(converge_s, 1), "noop_s": round(noop_s, 1),
             "noop_changed_operations": noop_changed, "idle_rss_kib": rss_kib,
-            "largest_processes_kib": top}
+            "idle_pss_kib": pss_kib, "largest_processes_kib": top}
 
 
 def summarize(runs: list[dict]) -> dict:
     one, many = runs[0], runs[-1]
     extra = many["tenants"] - one["tenants"]
     per_tenant = (many["idle_rss_kib"] - one["idle_rss_kib"]) / extra if extra else 0.0
+    pss_per_tenant = (many["idle_pss_kib"] - one["idle_pss_kib"]) / extra if extra else 0.0
     noop_ratio = many["noop_s"] / one["noop_s"] if one["noop_s"] else float("inf")
     return {
         "rss_per_additional_tenant_kib": round(per_tenant),
+        "pss_per_additional_tenant_kib": round(pss_per_tenant),
         "noop_ratio": round(noop_ratio, 2),
         "target_rss_per_tenant_kib": TARGET_RSS_PER_TENANT_KIB,
         "target_noop_ratio": TARGET_NOOP_RATIO,
@@ -135,12 +150,14 @@ def summarize(runs: list[dict]) -> dict:
 
 def table(runs: list[dict], summary: dict) -> str:
     lines = [f"{'tenants':>7}  {'converge s':>10}  {'no-op s':>8}  {'no-op changes':>13}  "
-             f"{'idle RSS MiB':>12}"]
+             f"{'idle RSS MiB':>12}  {'idle PSS MiB':>12}"]
     for r in runs:
         lines.append(f"{r['tenants']:>7}  {r['converge_s']:>10}  {r['noop_s']:>8}  "
-                     f"{r['noop_changed_operations']:>13}  {r['idle_rss_kib'] / 1024:>12.1f}")
+                     f"{r['noop_changed_operations']:>13}  {r['idle_rss_kib'] / 1024:>12.1f}  "
+                     f"{r['idle_pss_kib'] / 1024:>12.1f}")
     lines.append(f"RSS per additional tenant: {summary['rss_per_additional_tenant_kib'] / 1024:.2f} "
-                 f"MiB (target < 5 MiB: {'met' if summary['rss_target_met'] else 'NOT met'})")
+                 f"MiB (target < 5 MiB: {'met' if summary['rss_target_met'] else 'NOT met'}); "
+                 f"PSS per additional tenant: {summary['pss_per_additional_tenant_kib'] / 1024:.2f} MiB")
     lines.append(f"no-op with {runs[-1]['tenants']} / with {runs[0]['tenants']}: "
                  f"{summary['noop_ratio']} (target < 3: "
                  f"{'met' if summary['noop_target_met'] else 'NOT met'})")

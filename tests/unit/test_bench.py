@@ -13,10 +13,12 @@ def test_generated_associations_pass_the_tenant_schema(tmp_path):
 
 
 def test_summary_reports_memory_per_additional_tenant_and_noop_ratio():
-    runs = [{"tenants": 1, "noop_s": 4.0, "idle_rss_kib": 100_000},
-            {"tenants": 10, "noop_s": 10.0, "idle_rss_kib": 100_000 + 9 * 6_000}]
+    runs = [{"tenants": 1, "noop_s": 4.0, "idle_rss_kib": 100_000, "idle_pss_kib": 50_000},
+            {"tenants": 10, "noop_s": 10.0, "idle_rss_kib": 100_000 + 9 * 6_000,
+             "idle_pss_kib": 50_000 + 9 * 2_000}]
     summary = summarize(runs)
     assert summary["rss_per_additional_tenant_kib"] == 6_000
+    assert summary["pss_per_additional_tenant_kib"] == 2_000
     assert summary["rss_target_met"] is False
     assert summary["noop_ratio"] == 2.5
     assert summary["noop_target_met"] is True
