@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import shlex
+import time
 
 import pytest
 
@@ -99,8 +100,16 @@ def test_php_fpm_is_running_and_enabled(host, pools, settings):
 
 
 def test_idle_pools_have_no_worker(host, pools, settings):
-    """pm = ondemand: only the master runs while nobody uses the apps (run before any request)."""
-    lines = host.check_output(f"ps -o user=,args= -C php-fpm{settings.version}").splitlines()
+    """pm = ondemand: only the master runs once the pools have been idle for their timeout.
+
+    Other checks (and timers) send requests: a worker may live for up to idle_timeout_s
+    after its last one, so wait that long (plus a margin) before calling it a leak."""
+    deadline = time.monotonic() + max(p.idle_timeout_s for p in pools) + 5
+    while True:
+        lines = host.check_output(f"ps -o user=,args= -C php-fpm{settings.version}").splitlines()
+        if len(lines) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert len(lines) == 1 and lines[0].split()[0] == "root" and "master process" in lines[0], lines
 
 
