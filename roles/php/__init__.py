@@ -28,7 +28,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from assotic.needs import SRV_ROOT, AppInstance, PhpPool
-from roles.remote_files import put_text
+from roles.remote_files import PathStats, put_text
 
 __all__ = [
     "DEFAULTS",
@@ -277,7 +277,7 @@ def instance_accounts(instances: list[AppInstance]) -> None:
     www-data is never added to these groups: nginx reaches PHP through the pool's
     socket, not through the files.
     """
-    done_dirs: set[str] = set()
+    folders: dict[str, tuple[str, str, str]] = {}  # path -> (owner, group, mode), parents first
     for instance in unique_instances(instances):
         user = instance.user
         server.group(name=f"Create group {user}", group=user, system=True)
@@ -294,9 +294,11 @@ def instance_accounts(instances: list[AppInstance]) -> None:
             comment=f"assotic {instance.app} of {instance.slug}",
         )
         for path, owner, group, mode in instance_directories(instance):
-            if path in done_dirs:
-                continue
-            done_dirs.add(path)
+            folders.setdefault(path, (owner, group, mode))
+    # One stat for every folder of every instance; an operation only where one differs.
+    found = host.get_fact(PathStats, paths=tuple(folders)) if folders else {}
+    for path, (owner, group, mode) in folders.items():
+        if found.get(path) != f"directory {owner} {group} {int(mode, 8):o}":
             files.directory(name=f"Create {path}", path=path, user=owner, group=group, mode=mode)
     # Files made before the services' umask was 0027 (or by hand): none may be world-readable.
     exposed = host.get_fact(WorldAccessibleFiles, path=SRV_ROOT)

@@ -19,7 +19,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from roles.remote_files import put_text
+from roles.remote_files import PathStats, put_text
 
 from . import render
 from .model import (
@@ -52,8 +52,14 @@ def certificates(domains: list[str]) -> None:
         lab_acme_server()
     if settings.uses_acme:
         configure_renewal(settings)
+    # Facts are read before anything runs: on the first deploy a certificate is missing and
+    # its request runs once; from then on certbot.timer renews it and the deploy leaves it
+    # alone. One stat for every domain (one SSH round trip, however many domains).
+    fullchains = {d: cert_paths(d, settings).fullchain for d in domains}
+    existing = host.get_fact(PathStats, paths=tuple(fullchains.values())) if domains else {}
     for domain in domains:
-        issue_certificate(domain, settings)
+        if fullchains[domain] not in existing:
+            issue_certificate(domain, settings)
 
 
 def lab_acme_server() -> None:
@@ -88,11 +94,6 @@ def configure_renewal(settings: TlsSettings) -> None:
 
 
 def issue_certificate(domain: str, settings: TlsSettings) -> None:
-    paths = cert_paths(domain, settings)
-    # Facts are read before anything runs: on the first deploy the file is missing and the
-    # request runs once; from then on certbot.timer renews it and the deploy leaves it alone.
-    if host.get_fact(File, path=paths.fullchain) is not None:
-        return
     if settings.tls_self_signed:
         server.shell(name=f"Make a self-signed certificate for {domain}", commands=[self_signed_command(domain)])
         return
