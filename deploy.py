@@ -17,7 +17,8 @@ its own code and configuration. Order matters:
    b. tls: certbot asks the ACME server, which fetches the challenge from (a);
    c. nginx vhosts: each 443 server needs the certificate made in (b).
 5. apps: code, configuration and first install of each instance (or its stand-in),
-   which need their database, Redis and pool from (3).
+   which need their database, Redis and pool from (3). Mattermost runs per instance
+   (one server, one team per association), as its own systemd unit behind (4).
 6. timers: the apps' background jobs, started once the apps are installed.
 """
 
@@ -50,6 +51,7 @@ if needs.vhosts:
 
 for plan in app_plans:
     deploy_app = getattr(app_roles()[plan.app], plan.app)  # roles.nextcloud.nextcloud, ...
-    deploy_app(plan.tenant, plan.release, plan.release_path, host.data.platform.secrets)
+    # A tenant for Nextcloud and Paheko; a Mattermost instance (with its teams) for Mattermost.
+    deploy_app(plan.subject, plan.release, plan.release_path, host.data.platform.secrets)
 
 timers.timers(needs.timers)

@@ -49,9 +49,8 @@ UNPACKED_MARKER = ".assotic-unpacked"  # written last: its presence means the tr
 # What to do when a pinned release cannot be found (data `missing_release`).
 RELEASE_POLICIES = ("fail", "standin")
 
-# Apps whose roles exist and therefore need their release now. Mattermost is pinned
-# already (for its coming role) but not resolved until that role exists.
-DEPLOYED_APPS = ("nextcloud", "paheko")
+# Apps whose roles exist and therefore need their release now.
+DEPLOYED_APPS = ("nextcloud", "paheko", "mattermost")
 
 DOWNLOAD_TIMEOUT_S = 15  # per connection attempt; upstream is unreachable in some labs
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -33,6 +33,15 @@ def run(argv: list[str]) -> int:
     for tenant in platform.tenants:
         apps = ", ".join(f"{name} on {app.host}" for name, app in tenant.apps.enabled().items())
         print(f"  - {tenant.slug}: {apps}")
+    for inst in platform.mattermost:
+        teams = ", ".join(inst.tenants) or "no team yet"
+        print(f"  - mattermost instance {inst.name}: {inst.domain} on {inst.host}, "
+              f"127.0.0.1:{inst.port}, teams: {teams}")
+    # Warnings do not stop a deploy (exit 0), but they are printed apart, where nobody misses them.
+    if platform.warnings:
+        print(f"assotic: {len(platform.warnings)} warning(s):")
+        for warning in platform.warnings:
+            print(f"  ! {warning}")
     if platform.new_secrets:
         print(f"assotic: {len(platform.new_secrets)} generated secret(s) are not in the store yet; "
               "the next deploy creates them.")

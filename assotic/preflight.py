@@ -52,6 +52,14 @@ class Platform:
     tenants: list[Tenant]
     secrets: Any  # assotic.secrets_store.SecretStore (values decrypted on demand, in memory)
     new_secrets: list[str] = field(default_factory=list)  # generated during this run
+    # roles.mattermost.model.MattermostInstance: every Mattermost server and its teams.
+    mattermost: list = field(default_factory=list)
+    mattermost_edition: str = "team"
+    # Worth a look, not worth stopping a deploy (e.g. near Team Edition's user limit).
+    warnings: list[str] = field(default_factory=list)
+
+    def mattermost_on(self, host_name: str) -> list:
+        return [i for i in self.mattermost if i.host == host_name]
 
     def tenants_on(self, host_name: str) -> list[Tenant]:
         return [t for t in self.tenants if t.apps_on(host_name)]
@@ -178,6 +186,8 @@ def placement_problems(view: InventoryView, tenants: list[tuple[str, Tenant]]) -
     problems: list[Problem] = []
     for label, tenant in tenants:
         for app, placement in tenant.apps.enabled().items():
+            if placement.host is None:  # a shared Mattermost instance: checked with the instance
+                continue
             field_name = f"apps.{app}.host"
             wanted = APP_GROUPS[app]
             if placement.host not in view.hosts:
@@ -199,15 +209,26 @@ def placement_problems(view: InventoryView, tenants: list[tuple[str, Tenant]]) -
 APP_SECRETS: dict[str, tuple[str, ...]] = {
     "nextcloud": ("db_password", "admin_password", "redis_password"),
     "paheko": ("admin_password", "secret_key"),
-    "mattermost": ("db_password",),
+    # The first admin's password of the association's team; the database is the instance's.
+    "mattermost": ("admin_password",),
     "bigbluebutton": (),
 }
 
 
-def generated_secret_names(tenants: list[Tenant]) -> list[str]:
-    """Secrets assotic creates itself, one set per association and app."""
-    return [f"tenants/{tenant.slug}/{app}/{name}"
-            for tenant in tenants for app in tenant.apps.enabled() for name in APP_SECRETS[app]]
+# Secrets of a shared app instance rather than of one association (one Mattermost server
+# serves several associations), stored as <app>/<instance>/<name>.
+INSTANCE_SECRETS: dict[str, tuple[str, ...]] = {
+    "mattermost": ("db_password",),
+}
+
+
+def generated_secret_names(tenants: list[Tenant], mattermost_instances: list | None = None) -> list[str]:
+    """Secrets assotic creates itself: one set per association and app, one per shared instance."""
+    names = [f"tenants/{tenant.slug}/{app}/{name}"
+             for tenant in tenants for app in tenant.apps.enabled() for name in APP_SECRETS[app]]
+    names += [f"mattermost/{inst.name}/{name}"
+              for inst in mattermost_instances or [] for name in INSTANCE_SECRETS["mattermost"]]
+    return names
 
 
 def open_secrets(create_missing: list[str], write: bool):
@@ -235,31 +256,62 @@ def tenants_dir() -> Path:
     return Path(os.environ.get("ASSOTIC_TENANTS_DIR") or REPO_ROOT / "group_data" / "tenants")
 
 
-def check_everything(view: InventoryView, directory: Path, write_secrets: bool) -> Platform:
+def mattermost_checks(view: InventoryView, loaded: list[tuple[str, Tenant]], declared: Any,
+                      edition: Any) -> tuple[list[tuple[str, Tenant]], list, list[Problem], list[str]]:
+    """Mattermost instances from data and tenant files (roles/mattermost/model.py).
+
+    Returns the tenants with their instance's host and domain filled in, the instances,
+    the problems and the warnings (Team Edition's user limit).
+    """
+    from roles.mattermost import model
+
+    problems = model.edition_problems(edition)
+    problems += model.declared_instance_problems(declared, view.groups.get("web", []), view.label)
+    if problems:
+        return loaded, [], problems, []
+    instances, found = model.build_instances(declared, loaded)
+    problems += found + model.instance_conflicts(instances, loaded)
+    placed = model.placed_tenants(instances, [t for _, t in loaded])
+    loaded = [(label, tenant) for (label, _), tenant in zip(loaded, placed)]
+    return loaded, instances, problems, model.user_count_warnings(instances, placed, edition)
+
+
+def check_everything(view: InventoryView, directory: Path, write_secrets: bool,
+                     mattermost_instances: Any = None, mattermost_edition: Any = "team") -> Platform:
     """Run every check; raise InputError with all problems, or return the validated platform."""
     loaded, problems = load_tenants(directory, label_root=Path.cwd())
     problems += inventory_problems(view)
+    loaded, instances, found, warnings = mattermost_checks(view, loaded, mattermost_instances,
+                                                           mattermost_edition)
+    problems += found
     problems += placement_problems(view, loaded)
     tenants = [t for _, t in loaded]
     if problems:
         # Secrets are only generated for data that is known to be good.
         store, new, secret_problems = open_secrets([], write=False)
     else:
-        store, new, secret_problems = open_secrets(generated_secret_names(tenants), write_secrets)
+        store, new, secret_problems = open_secrets(generated_secret_names(tenants, instances),
+                                                   write_secrets)
     problems += secret_problems
     if problems:
         raise InputError(problems)
-    return Platform(tenants=tenants, secrets=store, new_secrets=new)
+    return Platform(tenants=tenants, secrets=store, new_secrets=new, mattermost=instances,
+                    mattermost_edition=mattermost_edition, warnings=warnings)
 
 
-def load_platform(inventory: Any, argv: list[str] | None = None) -> Platform:
+def load_platform(inventory: Any, argv: list[str] | None = None, mattermost_instances: Any = None,
+                  mattermost_edition: Any = "team") -> Platform:
     """Entry point for group_data/all.py: validate, or print every problem and stop pyinfra."""
     label = os.environ.get("ASSOTIC_INVENTORY_LABEL") or inventory_label_from_argv(argv or sys.argv)
     write = os.environ.get("ASSOTIC_CHECK_ONLY") != "1"
     try:
-        platform = check_everything(inventory_view(inventory, label), tenants_dir(), write)
+        platform = check_everything(inventory_view(inventory, label), tenants_dir(), write,
+                                    mattermost_instances, mattermost_edition)
     except InputError as err:
         exit_with(err.problems)
+    if os.environ.get("ASSOTIC_CHECK_ONLY") != "1":  # `make check` prints them itself
+        for warning in platform.warnings:
+            print(f"assotic: WARNING: {warning}", file=sys.stderr)
     if platform.new_secrets:
         print(f"assotic: generated {len(platform.new_secrets)} new secret(s) in the encrypted store; "
               "commit it so the whole team has them.", file=sys.stderr)

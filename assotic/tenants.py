@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from assotic.report import Problem
 
@@ -118,8 +118,31 @@ class PahekoApp(WebApp):
     pass
 
 
-class MattermostApp(WebApp):
-    pass
+class MattermostApp(_Strict):
+    """A team for the association on a Mattermost instance (roles/mattermost/model.py).
+
+    Either `instance: <name>` (an instance declared in group_data/all.py
+    `mattermost_instances`, shared by several associations; it gives host and domain),
+    or `host` + `domain` (an instance of the association's own, named after its slug).
+    """
+
+    instance: Slug | None = Field(
+        None, description="Shared instance from group_data/all.py mattermost_instances; "
+        "host and domain then come from it")
+    host: HostName | None = Field(None, description="Inventory host (group web), for an instance "
+                                  "of the association's own")
+    domain: Fqdn | None = Field(None, description="Public domain, for an instance of the "
+                                "association's own")
+
+    @model_validator(mode="after")
+    def _instance_or_host_and_domain(self) -> MattermostApp:
+        if self.instance is not None and (self.host is not None or self.domain is not None):
+            raise ValueError(f"either `instance: {self.instance}` (host and domain come from the "
+                             "instance) or host and domain (an instance of your own), not both")
+        if self.instance is None and (self.host is None or self.domain is None):
+            raise ValueError("`instance: <name>` (a shared instance of group_data/all.py "
+                             "mattermost_instances) or both host and domain (an instance of your own)")
+        return self
 
 
 class BigBlueButtonApp(_Strict):

@@ -12,8 +12,23 @@ from pyinfra import inventory
 
 from assotic.preflight import load_platform
 
+# --- Mattermost (roles/mattermost, docs/mattermost.md) -------------------------------------------
+# "team": Mattermost Team Edition, as pinned in `releases["mattermost"]` below; it stops taking
+# new users above 250 registered users per server, and `make check` warns when the associations
+# of one instance declare more than 200 members. "unlimited": another build with the same
+# tarball layout and no such limit (e.g. a community fork): replace `releases["mattermost"]` by
+# its {version, url, sha256} (a checksum you checked) and say "unlimited" here.
+mattermost_edition = "team"
+# Shared instances: one Mattermost server each (its own Unix user, 127.0.0.1 port, database,
+# domain), with one team per association that says `mattermost: {instance: <name>}`.
+# An association may instead have an instance of its own (`mattermost: {host, domain}`).
+mattermost_instances = {
+    "chat": {"host": "web-1", "domain": "chat.example.org", "port": 8065},
+}
+
 # Validated tenants and the decrypted-on-demand secrets store (see assotic/preflight.py).
-platform = load_platform(inventory)
+platform = load_platform(inventory, mattermost_instances=mattermost_instances,
+                         mattermost_edition=mattermost_edition)
 tenants = platform.tenants
 
 # The volunteers who administer the servers (not the associations' app admins).
@@ -58,7 +73,7 @@ releases = {
         "sha256": "327dd7647b2317de1fcc1dd56fc721c356f1f0080f2f2397a4ba0bc64e3ef393",
         "checksum_source": "YunoHost-Apps/paheko_ynh manifest.toml, commit 4de5f544 (1.3.12~ynh2)",
     },
-    # Team Edition, for the Mattermost role to come (pinned now, not yet deployed).
+    # Team Edition (mattermost_edition = "team"). Replace the whole pin to run another build.
     "mattermost": {
         "version": "11.1.1",
         "url": "https://releases.mattermost.com/11.1.1/mattermost-team-11.1.1-linux-amd64.tar.gz",
@@ -88,4 +103,5 @@ release_set = resolve_releases(
 )
 
 __all__ = ["platform", "tenants", "sysadmins", "timezone", "releases", "artifacts_mirror",
-           "artifact_signing_keys", "missing_release", "release_set"]
+           "artifact_signing_keys", "missing_release", "release_set", "mattermost_edition",
+           "mattermost_instances"]

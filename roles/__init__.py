@@ -21,16 +21,25 @@ class AppPlan:
     """One app of one association on this host, and the release it runs (None: the stand-in)."""
 
     app: str
-    tenant: Tenant
+    tenant: Tenant | None  # None for a Mattermost plan: it is per instance, not per tenant
     release: Artifact | None
     release_path: Path | None
+    instance: Any = None  # roles.mattermost.model.MattermostInstance, for app "mattermost"
+
+    @property
+    def subject(self) -> Any:
+        """What the app role's deploy function takes first: the tenant, or the instance."""
+        return self.tenant if self.instance is None else self.instance
 
 
 def app_roles() -> dict[str, Any]:
-    """The app roles that hand needs to the shared roles, in deploy order."""
-    from roles import nextcloud, paheko
+    """The app roles that hand needs to the shared roles, in deploy order.
 
-    return {"nextcloud": nextcloud, "paheko": paheko}
+    Mattermost is planned per instance (several tenants on one server), see host_plan.
+    """
+    from roles import mattermost, nextcloud, paheko
+
+    return {"nextcloud": nextcloud, "paheko": paheko, "mattermost": mattermost}
 
 
 def host_plan(host_name: str, host_data: Any, debian: str) -> tuple[HostNeeds, list[AppPlan]]:
@@ -42,12 +51,18 @@ def host_plan(host_name: str, host_data: Any, debian: str) -> tuple[HostNeeds, l
     needs, plans = HostNeeds(), []
     for tenant in host_data.platform.tenants_on(host_name):
         for app, role in app_roles().items():
-            if app not in tenant.apps_on(host_name):
+            if app == "mattermost" or app not in tenant.apps_on(host_name):
                 continue
             release, path = choose_release(host_data.release_set, app, debian,
                                            host_data.missing_release, host_name)
             needs.extend(getattr(role, f"{app}_needs")(tenant, release))
             plans.append(AppPlan(app, tenant, release, path))
+    # Mattermost: one plan per instance on this host, whatever number of teams it serves.
+    for instance in host_data.platform.mattermost_on(host_name):
+        release, path = choose_release(host_data.release_set, "mattermost", debian,
+                                       host_data.missing_release, host_name)
+        needs.extend(app_roles()["mattermost"].mattermost_needs(instance, release))
+        plans.append(AppPlan("mattermost", None, release, path, instance))
     return needs, plans
 
 

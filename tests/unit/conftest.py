@@ -27,7 +27,9 @@ def lab_host_data(example_tenants, tmp_path):
     pins = {"nextcloud": {"12": {"version": "34.0.4", "url": "https://example.invalid/nc.tar.bz2",
                                  "sha256": "0" * 64}},
             "paheko": {"version": "1.3.12", "url": "https://example.invalid/p.tar.gz",
-                       "sha256": "1" * 64}}
+                       "sha256": "1" * 64},
+            "mattermost": {"version": "11.1.1", "url": "https://example.invalid/m.tar.gz",
+                           "sha256": "2" * 64}}
     release_set = resolve_releases(example_tenants, pins, {"web-1": "12", "web-2": "12"},
                                    cache_dir=tmp_path, allow_download=False, quiet=True)
     return SimpleNamespace(platform=Platform(tenants=example_tenants, secrets=None),

@@ -269,8 +269,7 @@ def test_needed_releases_follow_declared_debian_or_take_every_pin():
     tenants = [tenant("a", nextcloud="web-1", paheko="web-1", mattermost="web-1"),
                tenant("b", nextcloud="web-2")]
     assert needed_releases(tenants, RELEASES, {"web-1": "12", "web-2": None}) == [
-        ("nextcloud", "12"), ("paheko", None), ("nextcloud", "13")]
-    # Mattermost is pinned but has no role yet: not resolved.
+        ("nextcloud", "12"), ("paheko", None), ("mattermost", None), ("nextcloud", "13")]
 
 
 def test_resolve_releases_then_choose_per_policy(tmp_path, capsys):

@@ -1,0 +1,393 @@
+"""roles/mattermost: Mattermost servers ("instances"), one team per association on each.
+
+Unlike Nextcloud and Paheko, Mattermost is deployed per INSTANCE, not per tenant: an
+instance (roles/mattermost/model.py) is declared in data and shared by the associations
+that name it, or is an association's own. Per instance:
+  Unix user, PostgreSQL role and database   mattermost_<name>
+  home (data, config, log)                  /srv/assotic/<name>/mattermost
+  systemd unit                              assotic-mattermost@<name>.service (a template)
+  environment (MM_*, DSN with password)     /etc/assotic/mattermost/<name>.env, root:<user> 0640
+  loopback port                             127.0.0.1:<port>, behind an nginx "proxy" vhost
+  mmctl local-mode socket                   /run/assotic-mattermost-<name>/mattermost.sock (0600,
+                                            in a 0700 folder of the user: nobody else reaches it)
+
+Configuration: every setting assotic manages is an MM_* variable of the environment file
+(Mattermost gives them precedence over config.json and shows them read-only in the System
+Console). config.json itself (MM_CONFIG=<home>/config/config.json) belongs to the instance:
+Mattermost writes its defaults there and admins' other choices; assotic never rewrites it,
+so a deploy never fights the app and stays idempotent.
+
+Teams and team admins: created through the local-mode socket as the service user, from the
+tenant files (team name = slug with '-' for '_', display name = tenant name). `mmctl --local`
+for facts, teams and memberships; user accounts by POSTing a 0600 JSON file to the same socket
+with curl, because `mmctl user create` takes the password on its command line only; the
+team-admin role also by the API (mmctl has no command for it). See docs/mattermost.md.
+
+Without a release (missing_release = "standin"): the SAME unit, user, port, socket, env file,
+database and vhost run templates/mattermost/mattermost-standin.py.j2 instead, with a loud
+notice; the mmctl steps are skipped, loudly too.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as random_secrets
+import shlex
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from assotic.artifacts import Artifact
+from assotic.needs import SRV_ROOT, Database, HostNeeds, Vhost
+from assotic.tenants import Tenant
+from roles.standin import STANDIN_ROOT
+from roles.standin.render import render
+
+from .model import APP, MattermostInstance, team_name
+
+ENV_DIR = "/etc/assotic/mattermost"
+UNIT_DIR = "/etc/systemd/system"
+UNIT_TEMPLATE = f"{UNIT_DIR}/assotic-mattermost@.service"
+USER_PREFIX = f"{APP}_"
+STANDIN_FILE = f"{STANDIN_ROOT}/mattermost-standin.py"
+STANDIN_BANNER = "assotic stand-in for Mattermost: NOT Mattermost (roles/mattermost, docs/mattermost.md)"
+STANDIN_PACKAGES = ("python3", "python3-psycopg2", "curl")
+# The database is reached over TCP on loopback with the instance's own password (the
+# postgresql role's pg_hba rule for app roles), as in Mattermost's own DSN examples.
+DB_HOST = "127.0.0.1"
+DB_PORT = 5432
+MAX_BODY_SIZE = "100M"  # nginx; Mattermost's default FileSettings.MaxFileSize is 100 MB
+
+# Host-data knobs and their defaults (docs/mattermost.md).
+DEFAULTS: dict[str, Any] = {
+    # Team Edition's default is 50 per team; an association's team may be larger.
+    "mattermost_max_users_per_team": 250,
+    # Sign-up without an invitation: off, teams are private to their association.
+    "mattermost_enable_open_server": False,
+}
+
+
+# -- Names ---------------------------------------------------------------------------------------
+
+
+def unit_name(inst: MattermostInstance) -> str:
+    return f"assotic-mattermost@{inst.name}.service"
+
+
+def dropin_path(inst: MattermostInstance) -> str:
+    return f"{UNIT_DIR}/assotic-mattermost@{inst.name}.service.d/assotic-release.conf"
+
+
+def env_path(inst: MattermostInstance) -> str:
+    return f"{ENV_DIR}/{inst.name}.env"
+
+
+def run_dir(inst: MattermostInstance) -> str:
+    return f"/run/assotic-mattermost-{inst.name}"
+
+
+def local_socket(inst: MattermostInstance) -> str:
+    return f"{run_dir(inst)}/mattermost.sock"
+
+
+def config_file(inst: MattermostInstance) -> str:
+    return f"{inst.app_instance.config_dir}/config.json"
+
+
+def database(inst: MattermostInstance) -> Database:
+    """The instance's database; its password is the instance's secret, not a tenant's."""
+    return Database(name=inst.user, owner=inst.user, password_secret=inst.secret("db_password"))
+
+
+# -- Needs ---------------------------------------------------------------------------------------
+
+
+def mattermost_needs(inst: MattermostInstance, release: Artifact | None) -> HostNeeds:
+    """What an instance asks of the shared roles: the same for the release and the stand-in
+    (an nginx proxy vhost to its loopback port, a PostgreSQL database)."""
+    return HostNeeds(
+        vhosts=[Vhost(domain=inst.domain, instance=inst.app_instance, kind="proxy",
+                      upstream=inst.upstream, max_body_size=MAX_BODY_SIZE)],
+        databases=[database(inst)],
+    )
+
+
+# -- Rendered files ------------------------------------------------------------------------------
+
+
+def datasource(inst: MattermostInstance, password: str) -> str:
+    """MM_SQLSETTINGS_DATASOURCE: a libpq URI, the password percent-encoded."""
+    quoted = urllib.parse.quote(password, safe="")
+    return (f"postgres://{inst.user}:{quoted}@{DB_HOST}:{DB_PORT}/{inst.user}"
+            "?sslmode=disable&connect_timeout=10")
+
+
+def _knob(data: Any, name: str) -> Any:
+    value = data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
+    return DEFAULTS[name] if value is None else value
+
+
+def environment(inst: MattermostInstance, db_password: str, data: Any = None) -> list[tuple[str, str]]:
+    """The MM_* variables of the instance's environment file, in a stable order.
+
+    Every path Mattermost writes is under the instance's home: the release tree is shared
+    and read-only (plugins, exports, logs would otherwise go to ./plugins, ./logs ...).
+    https://docs.mattermost.com/configure/environment-variables.html
+    """
+    home = inst.app_instance
+    data = data or {}
+    max_users = _knob(data, "mattermost_max_users_per_team")
+    if isinstance(max_users, bool) or not isinstance(max_users, int) or max_users < 1:
+        raise ValueError(f"mattermost_max_users_per_team: a whole number >= 1; got {max_users!r}")
+    open_server = _knob(data, "mattermost_enable_open_server")
+    if not isinstance(open_server, bool):
+        raise ValueError(f"mattermost_enable_open_server: True or False; got {open_server!r}")
+    variables = [
+        ("MM_CONFIG", config_file(inst)),
+        ("MM_SQLSETTINGS_DRIVERNAME", "postgres"),
+        ("MM_SQLSETTINGS_DATASOURCE", datasource(inst, db_password)),
+        ("MM_SERVICESETTINGS_SITEURL", inst.url),
+        ("MM_SERVICESETTINGS_LISTENADDRESS", inst.upstream),
+        ("MM_SERVICESETTINGS_ENABLELOCALMODE", "true"),
+        ("MM_SERVICESETTINGS_LOCALMODESOCKETLOCATION", local_socket(inst)),
+        ("MM_FILESETTINGS_DIRECTORY", f"{home.data_dir}/files/"),
+        ("MM_PLUGINSETTINGS_DIRECTORY", f"{home.data_dir}/plugins"),
+        ("MM_PLUGINSETTINGS_CLIENTDIRECTORY", f"{home.data_dir}/client-plugins"),
+        ("MM_EXPORTSETTINGS_DIRECTORY", f"{home.data_dir}/export"),
+        ("MM_IMPORTSETTINGS_DIRECTORY", f"{home.data_dir}/import"),
+        ("MM_LOGSETTINGS_FILELOCATION", home.log_dir),
+        ("MM_NOTIFICATIONLOGSETTINGS_FILELOCATION", home.log_dir),
+        ("MM_TEAMSETTINGS_MAXUSERSPERTEAM", str(max_users)),
+        ("MM_TEAMSETTINGS_ENABLEOPENSERVER", "true" if open_server else "false"),
+        ("ASSOTIC_MATTERMOST_INSTANCE", inst.name),
+    ]
+    for name, value in variables:
+        if "\n" in value or '"' in value or "\\" in value or "'" in value:
+            raise ValueError(f"{inst.name}: {name} cannot hold quotes, backslashes or newlines")
+    return variables
+
+
+def env_file(inst: MattermostInstance, db_password: str, data: Any = None) -> str:
+    context = {"name": inst.name, "user": inst.user, "teams": ", ".join(inst.tenants) or "none",
+               "variables": environment(inst, db_password, data)}
+    return render("mattermost/instance.env.j2", env=context)
+
+
+def unit_template() -> str:
+    context = {"user_prefix": USER_PREFIX, "env_dir": ENV_DIR, "srv_root": SRV_ROOT}
+    return render("mattermost/assotic-mattermost@.service.j2", mattermost=context)
+
+
+def release_dropin(inst: MattermostInstance, release: Artifact | None) -> str:
+    """What the unit runs: the release's bin/mattermost, or the stand-in."""
+    if release is None:
+        context = {"name": inst.name, "standin": True, "working_directory": STANDIN_ROOT,
+                   "exec_start": f"/usr/bin/python3 {STANDIN_FILE}"}
+    else:
+        context = {"name": inst.name, "standin": False, "working_directory": release.install_dir,
+                   "exec_start": f"{release.install_dir}/bin/mattermost"}
+    return render("mattermost/assotic-release.conf.j2", release=context)
+
+
+def standin_code() -> str:
+    return render("mattermost/mattermost-standin.py.j2", standin={"banner": STANDIN_BANNER})
+
+
+# -- Teams and admins, through the local-mode socket --------------------------------------------
+
+
+def mmctl_prefix(inst: MattermostInstance, release: Artifact) -> str:
+    """mmctl in local mode, as the instance's user (the only one who can open the socket)."""
+    return shlex.join(["runuser", "-u", inst.user, "--", "env",
+                       f"MMCTL_LOCAL_SOCKET_PATH={local_socket(inst)}",
+                       f"{release.install_dir}/bin/mmctl", "--local"])
+
+
+def local_api_prefix(inst: MattermostInstance) -> str:
+    """curl on the local-mode socket, as the instance's user (local mode needs no token)."""
+    return shlex.join(["runuser", "-u", inst.user, "--", "curl", "-sSf", "--max-time", "30",
+                       "--unix-socket", local_socket(inst)])
+
+
+@dataclass(frozen=True)
+class TeamStep:
+    """One change to make on an instance: what it is, for the operation name and the tests."""
+
+    kind: str  # "create_team", "create_user", "add_member"
+    team: str
+    username: str = ""
+    email: str = ""
+    display_name: str = ""
+    first_admin: bool = False
+
+
+def team_steps(inst: MattermostInstance, tenants: list[Tenant], teams: list, users: list,
+               members: Mapping[str, list]) -> list[TeamStep]:
+    """What is missing, from facts: `team list --json`, `user list --all --json`, and per team
+    `user list --team <team> --json`. Pure and unit-tested.
+
+    A user is matched by e-mail or username (an admin of two associations is one user, in
+    two teams). New members of a team are made its admins (scheme_admin), once: an
+    association that later demotes one of them is not overridden.
+    """
+    known_teams = {t.get("name") for t in teams if isinstance(t, dict)}
+    known_users = {(u.get("email") or "").lower() for u in users if isinstance(u, dict)}
+    known_users |= {u.get("username") for u in users if isinstance(u, dict)}
+    steps: list[TeamStep] = []
+    for tenant in tenants:
+        team = team_name(tenant.slug)
+        if team not in known_teams:
+            steps.append(TeamStep("create_team", team, display_name=tenant.name))
+        in_team = {u.get("username") for u in members.get(team, []) if isinstance(u, dict)}
+        in_team |= {(u.get("email") or "").lower() for u in members.get(team, []) if isinstance(u, dict)}
+        for index, admin in enumerate(tenant.admins):
+            if admin.username not in known_users and admin.email.lower() not in known_users:
+                steps.append(TeamStep("create_user", team, admin.username, admin.email, admin.name,
+                                      first_admin=index == 0))
+                known_users |= {admin.username, admin.email.lower()}
+            if admin.username not in in_team and admin.email.lower() not in in_team:
+                steps.append(TeamStep("add_member", team, admin.username, admin.email))
+    return steps
+
+
+def new_user_json(step: TeamStep, password: str) -> str:
+    """The body of POST /api/v4/users (a 0600 file, deleted after use)."""
+    first, _, last = step.display_name.partition(" ")
+    return json.dumps({"username": step.username, "email": step.email, "password": password,
+                       "first_name": first, "last_name": last, "email_verified": True}) + "\n"
+
+
+def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
+                  body_file: str | None = None) -> list[str]:
+    """Shell for one step. No password is ever on a command line: it is in `body_file`."""
+    mmctl = mmctl_prefix(inst, release)
+    api = local_api_prefix(inst)
+    base = "http://localhost/api/v4"
+    if step.kind == "create_team":
+        return [f"{mmctl} team create --private "
+                f"{shlex.join(['--name', step.team, '--display-name', step.display_name])}"]
+    if step.kind == "create_user":
+        assert body_file is not None
+        post = f"{api} -X POST -H 'Content-Type: application/json' --data-binary @{body_file} {base}/users"
+        commands = [f"{post} >/dev/null; rc=$?; rm -f {body_file}; exit $rc"]
+        if not step.first_admin:
+            # Their password is random and known to nobody: they choose theirs from the
+            # reset link Mattermost e-mails them (needs the instance's SMTP settings).
+            reset = json.dumps({"email": step.email})
+            commands.append(f"{api} -X POST -H 'Content-Type: application/json' "
+                            f"--data {shlex.quote(reset)} {base}/users/password/reset/send >/dev/null "
+                            "|| echo 'assotic: could not send the password reset e-mail (SMTP?)'")
+        return commands
+    if step.kind == "add_member":
+        # Member, then team admin (schemeRoles), by ids read from the same socket.
+        get_id = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
+        roles = json.dumps({"scheme_admin": True, "scheme_user": True})
+        return [
+            f"{mmctl} team users add {shlex.quote(step.team)} {shlex.quote(step.username)}",
+            f"team_id=$({api} {base}/teams/name/{shlex.quote(step.team)} | {get_id}) && "
+            f"user_id=$({api} {base}/users/username/{shlex.quote(step.username)} | {get_id}) && "
+            f"{api} -X PUT -H 'Content-Type: application/json' --data {shlex.quote(roles)} "
+            f"\"{base}/teams/$team_id/members/$user_id/schemeRoles\" >/dev/null",
+        ]
+    raise ValueError(f"unknown step {step.kind!r}")
+
+
+# -- Deploy --------------------------------------------------------------------------------------
+
+
+_code_scheduled: set[tuple[str, str]] = set()
+
+
+def mattermost(inst: MattermostInstance, release: Artifact | None, local_release_path,
+               secrets: Any) -> None:
+    """Install, configure and start one instance, then its teams (after the shared roles ran).
+
+    `release` None: the stand-in runs in the same unit (the caller checked the policy).
+    """
+    from io import StringIO
+
+    from pyinfra import host
+    from pyinfra.operations import apt, files, server, systemd
+    from pyinfra.operations.util import any_changed
+
+    from assotic.artifacts import install_release
+    from roles.remote_files import put_text
+
+    from .facts import MmctlJson
+
+    home = inst.app_instance
+    changed = []
+    if release is None:
+        host.noop(f"!!! mattermost instance {inst.name} ({inst.domain}): the real release was not "
+                  "provided; running the assotic STAND-IN in its unit instead "
+                  "(missing_release = \"standin\")")
+        if (host.name, "standin") not in _code_scheduled:
+            _code_scheduled.add((host.name, "standin"))
+            apt.packages(name="Install what the Mattermost stand-in needs (python3-psycopg2, curl)",
+                         packages=list(STANDIN_PACKAGES), cache_time=86400, update=True)
+            files.directory(name=f"Create {STANDIN_ROOT}", path=STANDIN_ROOT, user="root",
+                            group="root", mode="0755", present=True)
+        standin_op = put_text(STANDIN_FILE, standin_code(), mode="0755")
+        changed.append(standin_op)
+    else:
+        unpacked = install_release(release, local_release_path)
+        if unpacked is not None:
+            changed.append(unpacked)
+        apt.packages(name="Install curl (the local-mode API client)", packages=["curl"],
+                     cache_time=86400, update=True)
+
+    # Folders Mattermost writes (its home and data, log, config dirs come from instance_accounts).
+    for sub in ("files", "plugins", "client-plugins", "export", "import"):
+        files.directory(name=f"Create {home.data_dir}/{sub}", path=f"{home.data_dir}/{sub}",
+                        user=inst.user, group=inst.user, mode="0750", present=True)
+    files.directory(name=f"Create {ENV_DIR}", path=ENV_DIR, user="root", group="root",
+                    mode="0755", present=True)
+    # Credentials inside: root writes it, the instance's group (its user only) reads it.
+    changed.append(put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
+                                                     host.data), mode="0640", user="root",
+                            group=inst.user))
+    unit_changed = [put_text(UNIT_TEMPLATE, unit_template()) if (host.name, "unit") not in
+                    _code_scheduled else None]
+    _code_scheduled.add((host.name, "unit"))
+    unit_changed.append(put_text(dropin_path(inst), release_dropin(inst, release)))
+    unit_changed = [op for op in unit_changed if op is not None]
+    changed += unit_changed
+
+    server.shell(name=f"Reload systemd units ({unit_name(inst)})",
+                 commands=["systemctl daemon-reload"], _if=any_changed(*unit_changed))
+    # A shell restart: systemd.service(restarted=True) skips a unit that was not running
+    # when facts were read (the first deploy). `restart` starts a stopped unit too, and
+    # with Type=notify it returns once the server said it is ready.
+    server.shell(name=f"Restart {unit_name(inst)} (new code, unit or environment)",
+                 commands=[f"systemctl restart {unit_name(inst)}"], _if=any_changed(*changed))
+    systemd.service(name=f"Enable and start {unit_name(inst)}", service=unit_name(inst),
+                    running=True, enabled=True)
+
+    tenants = [t for t in host.data.platform.tenants if t.slug in inst.tenants]
+    if release is None:
+        host.noop(f"!!! mattermost instance {inst.name}: the stand-in has no mmctl; teams "
+                  f"{', '.join(team_name(t.slug) for t in tenants) or '(none)'} and their admins "
+                  "were NOT created (provide the release and deploy again)")
+        return
+
+    mmctl = mmctl_prefix(inst, release)
+    teams = host.get_fact(MmctlJson, mmctl=mmctl, args="team list")
+    users = host.get_fact(MmctlJson, mmctl=mmctl, args="user list --all")
+    members = {team_name(t.slug): host.get_fact(MmctlJson, mmctl=mmctl,
+                                                 args=f"user list --all --team {team_name(t.slug)}")
+               for t in tenants}
+    by_team = {team_name(t.slug): t for t in tenants}
+    for step in team_steps(inst, tenants, teams, users, members):
+        body_file = None
+        if step.kind == "create_user":
+            tenant = by_team[step.team]
+            password = (secrets.get(f"tenants/{tenant.slug}/{APP}/admin_password") if step.first_admin
+                        else random_secrets.token_urlsafe(24))
+            body_file = f"{home.tmp_dir}/mattermost-new-user.json"
+            files.put(name=f"Upload the new account of {step.username} for {inst.name} (0600)",
+                      src=StringIO(new_user_json(step, password)), dest=body_file,
+                      user=inst.user, group=inst.user, mode="0600")
+        target = step.username or step.display_name
+        server.shell(name=f"Mattermost {inst.name}: {step.kind.replace('_', ' ')} {step.team} {target}",
+                     commands=step_commands(inst, release, step, body_file))
