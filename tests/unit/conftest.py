@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,10 @@ from assotic.preflight import Platform
 from assotic.tenants import load_tenants
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Unit tests describe the default lab: a developer's exported lab slot must not change them
+# (assotic.lab reads it when first imported; test_lab_unit checks slots in a subprocess).
+os.environ.pop("ASSOTIC_LAB_SLOT", None)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dataclasses
 import runpy
 from pathlib import Path
@@ -151,3 +153,14 @@ def test_prepare_script_makes_own_host_keys_once_and_keeps_the_key_off_the_comma
     assert f"if [ ! -e {lab.PREPARED_MARKER} ]" in script
     assert "chmod 0600 /root/.ssh/authorized_keys" in script
     assert '"$LAB_PUBKEY"' in script
+
+
+def test_a_lab_slot_shifts_names_ports_and_state_folder():
+    import subprocess
+    import sys
+
+    probe = ("from assotic import lab; h = lab.LAB_HOSTS[0]; "
+             "print(lab.container_name(h), h.ssh_port, lab.LAB_DIR.name)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "ASSOTIC_LAB_SLOT": "4"}, check=True).stdout.split()
+    assert out == ["assotic-lab4-web-1", "2241", ".lab4"]
