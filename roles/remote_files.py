@@ -29,6 +29,10 @@ class FolderFiles(FactBase):
                 "'for f; do printf \"%s|%s\\n\" \"$(stat -c %n\\|%U\\|%G\\|%a \"$f\")\" "
                 "\"$(sha1sum < \"$f\" | cut -c1-40)\"; done' sh {} + 2>/dev/null || true")
 
+    @staticmethod
+    def default() -> dict:
+        return {}  # what pyinfra gives when the command printed nothing (an empty folder)
+
     def process(self, output: list[str]) -> dict[str, tuple[str, str, str, int]]:
         states = {}
         for line in output:
@@ -44,6 +48,10 @@ class PathStats(FactBase):
 
     def command(self, paths: tuple[str, ...]) -> str:
         return "stat -c '%n|%F %U %G %a' " + " ".join(shlex.quote(p) for p in paths) + " 2>/dev/null || true"
+
+    @staticmethod
+    def default() -> dict:
+        return {}  # none of the paths exists
 
     def process(self, output: list[str]) -> dict[str, str]:
         return dict(line.split("|", 1) for line in output if "|" in line)

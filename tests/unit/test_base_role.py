@@ -278,3 +278,13 @@ def test_sshd_drop_in_is_read_before_other_drop_ins():
     # sshd keeps the first value it reads; cloud images ship 50-cloud-init.conf.
     name = base.SSHD_DROP_IN.rsplit("/", 1)[1]
     assert name.endswith(".conf") and name < "50-cloud-init.conf"
+
+
+def test_folder_facts_are_empty_mappings_when_nothing_is_there():
+    """pyinfra hands a fact's default() when its command prints nothing (an empty or missing
+    folder): put_text and the stat checks then see "absent", not None."""
+    from roles.remote_files import FolderFiles, PathStats
+
+    assert FolderFiles.default() == {} and PathStats.default() == {}
+    line = "/etc/x.conf|root|root|644|" + "a" * 40
+    assert FolderFiles().process([line]) == {"/etc/x.conf": ("a" * 40, "root", "root", 0o644)}
