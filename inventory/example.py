@@ -5,16 +5,19 @@ documentation addresses, RFC 5737: nothing answers there). Never deploy this fil
 
     make check INVENTORY=inventory/example.py     # validates it, touches no host
 
-- web-1: Nextcloud, Paheko, Mattermost (Debian 12).
+- web-1, web-2: Nextcloud, Paheko, Mattermost (Debian).
 - bbb-1: BigBlueButton 3.0 on Ubuntu 22.04, a machine of its own (4+ cores, 4+ GB).
   Its API secret (bbb/bbb-1/api_secret) is generated; the SIP password is yours:
   `make secret-set NAME=sip/bbb-1/password`. Dial-in is optional: drop bbb_sip.
 - turn-1: coturn on Debian 12 (its shared secret turn/static_auth_secret is generated).
   Point DNS names at the hosts before the first deploy: certificates need them.
+
+Until the SIP password is in the store, `make check` refuses this inventory and says so.
 """
 
 web = [
     ("web-1", {"ssh_hostname": "192.0.2.10", "ssh_user": "root"}),
+    ("web-2", {"ssh_hostname": "192.0.2.11", "ssh_user": "root"}),  # the example tenants use it
 ]
 
 bbb = [
