@@ -16,7 +16,7 @@ TENANTS ?= group_data/tenants
 PYTEST_RUN = run() { $(PYTEST) "$$@"; rc=$$?; [ $$rc -ne 5 ] || echo "make: pytest collected no test"; return $$rc; }; run
 export ASSOTIC_TENANTS_DIR := $(TENANTS)
 
-.PHONY: bench help install check schema lab lab-down lab-status deploy verify test test-unit test-lab \
+.PHONY: bench help install check schema lab lab-down lab-status deploy verify bbb-check test test-unit test-lab \
         secrets-init secret-list secret-show secret-set secret-rotate secrets-reseal \
         secrets-rekey clean
 
@@ -54,6 +54,9 @@ deploy: $(VENV)/.installed ## Deploy to INVENTORY (same as `pyinfra INVENTORY de
 
 verify: $(VENV)/.installed ## Run the testinfra checks against INVENTORY over SSH
 	@$(PYTEST_RUN) tests/verify --inventory=$(INVENTORY)
+
+bbb-check: $(VENV)/.installed ## BBB and TURN health over SSH: bbb-conf --check, SIP gateway registration, coturn
+	$(PY) -m roles.bbb.check $(INVENTORY)
 
 test: test-unit test-lab ## Run every test: unit tests, then the lab tests
 

@@ -20,6 +20,9 @@ its own code and configuration. Order matters:
    which need their database, Redis and pool from (3). Mattermost runs per instance
    (one server, one team per association), as its own systemd unit behind (4).
 6. timers: the apps' background jobs, started once the apps are installed.
+7. group roles, on their own hosts: coturn on `turn` hosts, BigBlueButton on `bbb` hosts
+   (a machine of its own: preflight refuses a bbb host in another group). Web hosts have
+   neither, so their flow above is unchanged.
 """
 
 import sys
@@ -28,11 +31,18 @@ from pathlib import Path
 # pyinfra puts only its working directory on sys.path; make `roles` importable from anywhere.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pyinfra import host  # noqa: E402
+from pyinfra import host, inventory  # noqa: E402
 from pyinfra.facts.server import LinuxDistribution  # noqa: E402
 
 from roles import app_roles, base, firewall_openings, host_plan, instances_of  # noqa: E402
 from roles import nginx, php, postgresql, redis, timers, tls  # noqa: E402
+
+if "bbb" in host.groups:
+    from roles import bbb
+
+    # Ubuntu release, cores and memory, from facts: raises, naming the host, while pyinfra
+    # prepares, so nothing runs anywhere when a BBB host cannot take BigBlueButton.
+    bbb.check_requirements()
 
 debian = str(host.get_fact(LinuxDistribution)["major"])
 needs, app_plans = host_plan(host.name, host.data, debian)
@@ -55,3 +65,19 @@ for plan in app_plans:
     deploy_app(plan.subject, plan.release, plan.release_path, host.data.platform.secrets)
 
 timers.timers(needs.timers)
+
+if "turn" in host.groups:
+    from roles import coturn
+
+    coturn.coturn(host.data.platform.secrets)
+
+if "bbb" in host.groups:
+    bbb.bigbluebutton(host.data.platform.secrets, bbb.turn_servers_of(inventory))
+
+# Each association with BigBlueButton gets it in its own Nextcloud (app "bbb"), when that
+# Nextcloud runs here as the real app (a stand-in has no occ).
+for plan in app_plans:
+    if plan.app == "nextcloud" and plan.release is not None and plan.tenant.apps.bigbluebutton:
+        from roles import bbb
+
+        bbb.nextcloud_integration(plan.tenant, plan.release, host.data.platform.secrets, inventory)

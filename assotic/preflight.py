@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assotic import sip
 from assotic.report import InputError, Problem, exit_with
 from assotic.tenants import APP_GROUPS, HOST_PATTERN, SLUG_PATTERN, Tenant, load_tenants
 
@@ -112,6 +113,8 @@ def inventory_problems(view: InventoryView) -> list[Problem]:
                                         f"other group, since it runs {KNOWN_GROUPS[exclusive]}; "
                                         "it is also in " + ", ".join(sorted(groups - {exclusive}))))
         problems += host_data_problems(view.label, name, data)
+        if "bbb" in groups:  # BigBlueButton's version line and SIP dial-in (assotic/sip.py)
+            problems += sip.bbb_problems(view.label, name, data)
     return problems
 
 
@@ -231,6 +234,16 @@ def generated_secret_names(tenants: list[Tenant], mattermost_instances: list | N
     return names
 
 
+def platform_secret_names(view: InventoryView) -> list[str]:
+    """Secrets of the platform itself, not of an association: generated too.
+
+    One TURN secret shared by every coturn host and every BBB host (BBB hands out
+    credentials for all the TURN servers it knows), and one API secret per BBB host.
+    """
+    names = ["turn/static_auth_secret"] if view.groups.get("turn") else []
+    return names + [f"bbb/{name}/api_secret" for name in view.groups.get("bbb", [])]
+
+
 def open_secrets(create_missing: list[str], write: bool):
     """Open the store; returns (store, newly generated names, problems)."""
     from assotic import secrets_store
@@ -290,9 +303,10 @@ def check_everything(view: InventoryView, directory: Path, write_secrets: bool,
         # Secrets are only generated for data that is known to be good.
         store, new, secret_problems = open_secrets([], write=False)
     else:
-        store, new, secret_problems = open_secrets(generated_secret_names(tenants, instances),
-                                                   write_secrets)
+        store, new, secret_problems = open_secrets(
+            generated_secret_names(tenants, instances) + platform_secret_names(view), write_secrets)
     problems += secret_problems
+    problems += sip.sip_secret_problems(view.label, view.hosts, view.groups.get("bbb", []), store)
     if problems:
         raise InputError(problems)
     return Platform(tenants=tenants, secrets=store, new_secrets=new, mattermost=instances,

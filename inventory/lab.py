@@ -25,3 +25,7 @@ os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))
 os.environ.setdefault("ASSOTIC_OFFLINE", "1")
 
 web = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "web"]
+# coturn, for real: a lab name and a self-signed certificate (lab names resolve nowhere).
+turn = [(h.name, {**_lab_ssh_data(h), "turn_domain": f"{h.name}.lab.example.org",
+                  "turn_certificate": "self-signed"})
+        for h in _LAB_HOSTS if h.group == "turn"]

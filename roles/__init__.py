@@ -84,4 +84,20 @@ def firewall_openings(host_data, needs: HostNeeds | None = None) -> list:
     from roles.nginx.render import web_openings
 
     vhosts = needs.vhosts if needs is not None else []
-    return [*base.ssh_openings(host_data), *web_openings(vhosts)]
+    openings = [*base.ssh_openings(host_data), *web_openings(vhosts)]
+    groups = host_groups(host_data)
+    if "turn" in groups:
+        from roles.coturn import turn_openings
+
+        openings += turn_openings(host_data)
+    if "bbb" in groups:
+        from roles.bbb import bbb_openings
+
+        openings += bbb_openings(host_data)
+    return openings
+
+
+def host_groups(host_data) -> set[str]:
+    """The inventory groups of the host whose data this is (pyinfra's HostData knows its host)."""
+    pyinfra_host = getattr(host_data, "__dict__", {}).get("host")
+    return set(getattr(pyinfra_host, "groups", ()) or ())

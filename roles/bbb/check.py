@@ -1,0 +1,71 @@
+"""`make bbb-check INVENTORY=...`: health of the BBB hosts of an inventory, over SSH.
+
+For each host of group bbb: `bbb-conf --check`, and with dial-in the registration of the
+SIP gateway (`fs_cli -x "sofia status gateway <name>"`, REGED when registered). For each
+host of group turn: `systemctl is-active coturn`. Read-only: it changes nothing. The
+inventory is loaded as pyinfra loads it (preflight runs; nothing is written).
+
+    python -m roles.bbb.check inventory/<name>.py
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
+from roles.bbb.model import BbbSettings
+
+TIMEOUT_S = 120
+
+
+def ssh_argv(pyinfra_host) -> list[str]:
+    data = pyinfra_host.data
+    argv = ["ssh", "-o", "BatchMode=yes",
+            "-o", f"StrictHostKeyChecking={data.ssh_strict_host_key_checking or 'yes'}",
+            "-p", str(data.ssh_port or 22)]
+    if data.ssh_known_hosts_file:
+        argv += ["-o", f"UserKnownHostsFile={data.ssh_known_hosts_file}"]
+    if data.ssh_key:
+        argv += ["-i", data.ssh_key]
+    user = data.ssh_user or "root"
+    return argv + [f"{user}@{data.ssh_hostname or pyinfra_host.name}"]
+
+
+def host_commands(pyinfra_host) -> list[tuple[str, str]]:
+    """(label, remote command) pairs for one host; sudo when the login is not root."""
+    sudo = "" if (pyinfra_host.data.ssh_user or "root") == "root" else "sudo -n "
+    commands = []
+    if "bbb" in pyinfra_host.groups:
+        settings = BbbSettings.from_data(pyinfra_host.name, pyinfra_host.data)
+        commands.append(("bbb-conf --check", f"{sudo}bbb-conf --check"))
+        if settings.sip is not None:
+            name = settings.sip.gateway_name
+            commands.append((f"gateway {name}",
+                             f"{sudo}fs_cli -x {shlex.quote('sofia status gateway ' + name)}"))
+    if "turn" in pyinfra_host.groups:
+        commands.append(("coturn", f"{sudo}systemctl is-active coturn"))
+    return commands
+
+
+def main(argv: list[str]) -> int:
+    inventory = load_inventory_like_pyinfra(argv[0] if argv else "inventory/lab.py", REPO_ROOT)
+    failures = 0
+    checked = 0
+    for pyinfra_host in inventory:
+        for label, command in host_commands(pyinfra_host):
+            checked += 1
+            result = subprocess.run(ssh_argv(pyinfra_host) + [command], capture_output=True,
+                                    text=True, timeout=TIMEOUT_S)
+            ok = result.returncode == 0 and ("gateway" not in label or "REGED" in result.stdout)
+            failures += not ok
+            print(f"== {pyinfra_host.name}: {label}: {'ok' if ok else 'FAILED'}")
+            print((result.stdout + result.stderr).rstrip())
+    if checked == 0:
+        print("bbb-check: no host of group bbb or turn in this inventory")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

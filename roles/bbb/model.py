@@ -1,0 +1,250 @@
+"""The BigBlueButton role's data and every file it renders. Pure: no pyinfra host access.
+
+Facts followed (docs.bigbluebutton.org and bbb-install, v3.0.x-release):
+- packages come from https://ubuntu.bigbluebutton.org/<version> (suite bigbluebutton-<codename>),
+  signed by the key at /repo/bigbluebutton.asc; bbb-install needs >= 4 cores and ~4 GB;
+- local settings survive upgrades in /etc/bigbluebutton/ (bbb-web.properties overrides,
+  turn-stun-servers.xml, bbb-conf/apply-config.sh, run by `bbb-conf --restart`);
+- dial-in: a gateway in /opt/freeswitch/conf/sip_profiles/external/<provider>.xml (context
+  public) and a dialplan in /opt/freeswitch/conf/dialplan/public/<provider>.xml that asks for
+  the conference PIN, checks `conference <pin> list` and transfers to `<pin> XML default`;
+  defaultDialAccessNumber and defaultWelcomeMessageFooter (%%DIALNUM%%, %%CONFNUM%%) in
+  bbb-web.properties show the number to participants.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from assotic.sip import BBB_VERSIONS, DEFAULT_BBB_VERSION, SipDialIn, sip_problems, version_line
+from roles.base.model import Opening
+from roles.standin.render import render
+
+PACKAGE_REPOSITORY = "https://ubuntu.bigbluebutton.org"
+KEY_URL = f"{PACKAGE_REPOSITORY}/repo/bigbluebutton.asc"
+KEYRING = "/etc/apt/keyrings/bigbluebutton.asc"
+SOURCES_LIST = "/etc/apt/sources.list.d/bigbluebutton.list"
+PACKAGES = ("bigbluebutton", "bbb-html5")
+ETC = "/etc/bigbluebutton"
+WEB_PROPERTIES = f"{ETC}/bbb-web.properties"
+TURN_XML = f"{ETC}/turn-stun-servers.xml"
+APPLY_CONFIG = f"{ETC}/bbb-conf/apply-config.sh"
+NGINX_SITE = "/etc/nginx/sites-available/bigbluebutton"
+ACME_WEBROOT = "/var/www/bigbluebutton-default/assets"  # bbb-install's webroot
+RECORDING_YML = "/usr/local/bigbluebutton/core/scripts/bigbluebutton.yml"  # has the host name
+FREESWITCH_CONF = "/opt/freeswitch/conf"  # BBB's FreeSWITCH (-> /opt/freeswitch/etc/freeswitch)
+# BBB's freeswitch.service runs as user freeswitch, group daemon (bbb-install's unit; the
+# dial-in docs chown the dialplan freeswitch:daemon). Root owns our files, group daemon reads.
+FREESWITCH_GROUP = "daemon"
+MEDIA_PORTS = "16384-32768"  # UDP media (BBB's firewall docs)
+MIN_CORES = 4
+MIN_MEMORY_KB = 3940000  # bbb-install's "at least 4 GB" test on MemTotal
+SECRET_TEMPLATE = "bbb/{host}/api_secret"
+
+DEFAULTS: dict[str, Any] = {
+    "bbb_version": DEFAULT_BBB_VERSION,
+    "bbb_domain": None,  # default: the inventory host name
+    "bbb_sip": None,
+    "bbb_welcome_footer": None,  # default: the dial-in text when bbb_sip is set
+}
+
+
+class BbbDataError(ValueError):
+    """Host data or a host the BBB role cannot use; the message names the host and the field."""
+
+
+@dataclass(frozen=True)
+class TurnServer:
+    """A coturn host BBB hands to browsers (its secret is the shared turn secret)."""
+
+    domain: str
+    listening_port: int = 3478
+    tls_port: int = 443
+
+
+@dataclass(frozen=True)
+class BbbSettings:
+    host_name: str
+    version: str
+    domain: str
+    sip: SipDialIn | None = None
+    welcome_footer: str | None = None
+    turn_servers: tuple[TurnServer, ...] = field(default=())
+
+    @classmethod
+    def from_data(cls, host_name: str, data: Any, turn_servers=()) -> BbbSettings:
+        def get(name: str) -> Any:
+            value = data.get(name) if isinstance(data, Mapping) else getattr(data, name, None)
+            return DEFAULTS[name] if value is None else value
+
+        version = get("bbb_version")
+        if version_line(version) is None:
+            raise BbbDataError(f"{host_name}.bbb_version: one of {', '.join(BBB_VERSIONS)}; got {version!r}")
+        sip = None
+        if get("bbb_sip") is not None:
+            sip, problems = sip_problems("host data", host_name, get("bbb_sip"))
+            if problems:
+                raise BbbDataError("; ".join(str(p) for p in problems))
+        return cls(host_name=host_name, version=version, domain=get("bbb_domain") or host_name,
+                   sip=sip, welcome_footer=get("bbb_welcome_footer"),
+                   turn_servers=tuple(turn_servers))
+
+    @property
+    def line(self) -> str:
+        return version_line(self.version)
+
+    @property
+    def codename(self) -> str:
+        return BBB_VERSIONS[self.line]["codename"]
+
+    @property
+    def ubuntu(self) -> str:
+        return BBB_VERSIONS[self.line]["ubuntu"]
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.domain}/bigbluebutton/"
+
+    @property
+    def secret_name(self) -> str:
+        return SECRET_TEMPLATE.format(host=self.host_name)
+
+
+# -- Requirements (checked at prepare time, from facts) --------------------------------------
+
+
+def requirement_problems(settings: BbbSettings, distro: Mapping | None, cores: int | None,
+                         memory_kb: int | None) -> list[str]:
+    """What stops BBB on this host; [] when it can run. Found values are named in each."""
+    problems = []
+    name = (distro or {}).get("name")
+    release = str((distro or {}).get("release_meta", {}).get("VERSION_ID") or "")
+    if name != "Ubuntu" or release != settings.ubuntu:
+        found = f"{name} {release}".strip() if name else "an unknown system"
+        problems.append(f"BigBlueButton {settings.version} needs Ubuntu {settings.ubuntu}; found {found}")
+    if cores is None or cores < MIN_CORES:
+        problems.append(f"BigBlueButton needs at least {MIN_CORES} CPU cores; found {cores}")
+    if memory_kb is None or memory_kb < MIN_MEMORY_KB:
+        found = f"{memory_kb / 1024 / 1024:.1f} GB" if memory_kb else "unknown"
+        problems.append(f"BigBlueButton needs at least 4 GB of memory; found {found}")
+    return problems
+
+
+# -- Firewall --------------------------------------------------------------------------------
+
+
+def bbb_openings(settings: BbbSettings) -> list[Opening]:
+    """HTTP(S) and WebRTC media from anywhere; SIP and its RTP from the provider's networks only."""
+    openings = [
+        Opening(80, "tcp", "BigBlueButton HTTP (ACME, redirect)"),
+        Opening(443, "tcp", "BigBlueButton HTTPS"),
+        Opening(MEDIA_PORTS, "udp", "BigBlueButton WebRTC media"),
+    ]
+    if settings.sip is not None:
+        sources = tuple(settings.sip.provider_ips)
+        openings += [
+            Opening(settings.sip.port, "udp", f"SIP from {settings.sip.provider}", sources),
+            Opening(settings.sip.port, "tcp", f"SIP from {settings.sip.provider}", sources),
+            Opening(settings.sip.rtp_ports, "udp", f"RTP from {settings.sip.provider}", sources),
+        ]
+    return openings
+
+
+# -- Files -----------------------------------------------------------------------------------
+
+
+def apt_source_line(settings: BbbSettings) -> str:
+    return (f"deb [signed-by={KEYRING}] {PACKAGE_REPOSITORY}/{settings.version} "
+            f"bigbluebutton-{settings.codename} main")
+
+
+def properties_escape(value: str) -> str:
+    """A .properties value: backslashes and line breaks escaped, non-ASCII as \\uXXXX."""
+    out = value.replace("\\", "\\\\").replace("\n", "\\n")
+    return "".join(c if ord(c) < 128 else f"\\u{ord(c):04x}" for c in out)
+
+
+DEFAULT_DIAL_FOOTER = ("<br><br>To join this meeting by phone, dial:<br>  %%DIALNUM%%<br>"
+                       "Then enter %%CONFNUM%%# as the conference PIN number.")
+
+
+def web_properties(settings: BbbSettings, api_secret: str) -> str:
+    """/etc/bigbluebutton/bbb-web.properties: our overrides of bbb-web's defaults (0640)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,}", api_secret or ""):
+        raise BbbDataError(f"{settings.secret_name}: expected a generated secret of 16+ URL-safe characters")
+    footer = settings.welcome_footer
+    if footer is None and settings.sip is not None:
+        footer = DEFAULT_DIAL_FOOTER
+    entries = [
+        ("bigbluebutton.web.serverURL", f"https://{settings.domain}"),
+        ("securitySalt", api_secret),
+    ]
+    if settings.sip is not None:
+        entries.append(("defaultDialAccessNumber", settings.sip.dial_number))
+    if footer is not None:
+        entries.append(("defaultWelcomeMessageFooter", footer))
+    return render("bbb/bbb-web.properties.j2", bbb=settings,
+                  entries=[(k, properties_escape(v)) for k, v in entries])
+
+
+def turn_stun_servers(settings: BbbSettings, turn_secret: str | None) -> str:
+    """/etc/bigbluebutton/turn-stun-servers.xml: stun, turn (UDP) and turns (TLS) per coturn host."""
+    if settings.turn_servers and not turn_secret:
+        raise BbbDataError("turn/static_auth_secret: missing, but the inventory has turn hosts")
+    return render("bbb/turn-stun-servers.xml.j2", bbb=settings, secret=turn_secret)
+
+
+def apply_config(settings: BbbSettings) -> str:
+    return render("bbb/apply-config.sh.j2", bbb=settings, conf=FREESWITCH_CONF, group=FREESWITCH_GROUP)
+
+
+def nginx_site(settings: BbbSettings) -> str:
+    return render("bbb/bigbluebutton.nginx.j2", bbb=settings, webroot=ACME_WEBROOT)
+
+
+def gateway_path(sip: SipDialIn) -> str:
+    return f"{FREESWITCH_CONF}/sip_profiles/external/{sip.gateway_name}.xml"
+
+
+def dialplan_path(sip: SipDialIn) -> str:
+    return f"{FREESWITCH_CONF}/dialplan/public/{sip.gateway_name}.xml"
+
+
+def xml_attr(value: str) -> str:
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def sip_gateway(sip: SipDialIn, password: str) -> str:
+    """The FreeSWITCH gateway (holds the SIP password: 0640 root:daemon)."""
+    return render("freeswitch/gateway.xml.j2", sip=sip, password=xml_attr(password), attr=xml_attr)
+
+
+def sip_dialplan(sip: SipDialIn) -> str:
+    """The public dialplan: answer, PIN with bounded tries, transfer only to a live conference."""
+    did = "^\\+?(" + "|".join(re.escape(d) for d in sip.did_digits) + ")$"
+    return render("freeswitch/dialplan.xml.j2", sip=sip, did=xml_attr(did), attr=xml_attr)
+
+
+def certbot_command(settings: BbbSettings, acme_directory: str, email: str | None) -> str:
+    """certbot webroot, the way bbb-install asks: BBB's nginx serves the challenge on port 80."""
+    argv = ["certbot", "certonly", "--non-interactive", "--agree-tos", "--webroot", "-w",
+            ACME_WEBROOT, "--cert-name", settings.domain, "-d", settings.domain,
+            "--server", acme_directory, "--deploy-hook", "'systemctl reload nginx'"]
+    argv += ["--email", email, "--no-eff-email"] if email else ["--register-unsafely-without-email"]
+    return " ".join(argv)
+
+
+# -- Nextcloud integration (app "bbb") -------------------------------------------------------
+
+
+def nextcloud_bbb_jobs(occ: str, config_dir: str, api_url: str, api_secret: str) -> list[str]:
+    """occ-secrets jobs (JSON) setting the Nextcloud app "bbb" (keys api.url, api.secret)."""
+    import json
+
+    return [json.dumps({"occ": occ, "args": ["config:app:set", "bbb", key, f"--value={value}"],
+                        "env": {"NEXTCLOUD_CONFIG_DIR": config_dir}}, indent=2) + "\n"
+            for key, value in (("api.url", api_url), ("api.secret", api_secret))]
