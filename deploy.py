@@ -47,7 +47,7 @@ if "bbb" in host.groups:
 debian = str(host.get_fact(LinuxDistribution)["major"])
 needs, app_plans = host_plan(host.name, host.data, debian)
 
-base.base(firewall_openings=firewall_openings(host.data, needs))
+base.base(firewall_openings=firewall_openings(host.data, needs, host.groups))
 
 php.instance_accounts(instances_of(needs))
 postgresql.postgresql(needs.databases)

@@ -73,19 +73,19 @@ def instances_of(needs: HostNeeds) -> list[AppInstance]:
     return list(dict.fromkeys(found))
 
 
-def firewall_openings(host_data, needs: HostNeeds | None = None) -> list:
+def firewall_openings(host_data, needs: HostNeeds | None = None, groups=()) -> list:
     """Every port a host must open, gathered from the roles that run on it.
 
     Each role declares its openings (a list of roles.base.Opening); only the base
     role renders the nftables ruleset from this list. `needs`: what the apps on the
-    host ask of the shared roles (its vhosts open 80 and 443).
+    host ask of the shared roles (its vhosts open 80 and 443); `groups`: the host's
+    inventory groups (a turn or bbb host opens their ports).
     """
     from roles import base
     from roles.nginx.render import web_openings
 
     vhosts = needs.vhosts if needs is not None else []
     openings = [*base.ssh_openings(host_data), *web_openings(vhosts)]
-    groups = host_groups(host_data)
     if "turn" in groups:
         from roles.coturn import turn_openings
 
@@ -96,8 +96,3 @@ def firewall_openings(host_data, needs: HostNeeds | None = None) -> list:
         openings += bbb_openings(host_data)
     return openings
 
-
-def host_groups(host_data) -> set[str]:
-    """The inventory groups of the host whose data this is (pyinfra's HostData knows its host)."""
-    pyinfra_host = getattr(host_data, "__dict__", {}).get("host")
-    return set(getattr(pyinfra_host, "groups", ()) or ())

@@ -223,7 +223,7 @@ def bbb_host(facts=None, **data) -> FakeHost:
     base = {"bbb_domain": "meet.example.org", "bbb_sip": SIP, **data}
     stub = {"LinuxDistribution": UBUNTU_2204, "Cpus": 4, "MemTotalKb": 8_000_000,
             "Directory": None, "File": None, "Sha1File": None, "Md5File": None, "Sha256File": None,
-            "FindInFile": None,
+            "FindInFile": None, "FolderFiles": {}, "PathStats": {},  # a fresh host: nothing there
             "DebPackages": {}, "SystemdStatus": {}, "SystemdEnabled": {}, "Which": "/usr/bin/x",
             "AptSources": [], "DebArch": "amd64", "Command": None, **(facts or {})}
     return FakeHost("bbb-1", {"bbb": ["bbb-1"], "turn": ["turn-1"]}, base, stub,
@@ -294,7 +294,7 @@ def test_second_deploy_plan_skips_setip_and_certificate():
 def test_firewall_openings_of_a_bbb_host():
     from roles import firewall_openings
 
-    comments = {o.comment for o in firewall_openings(bbb_host().host.data)}
+    comments = {o.comment for o in firewall_openings(bbb_host().host.data, groups=bbb_host().host.groups)}
     assert {"SSH", "BigBlueButton HTTPS", "BigBlueButton WebRTC media",
             "SIP from sip.example-provider.fr", "RTP from sip.example-provider.fr"} <= comments
 

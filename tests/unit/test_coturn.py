@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 
@@ -78,7 +77,7 @@ def test_firewall_openings_of_a_turn_host_include_coturn():
     from roles import firewall_openings
 
     fake = FakeHost("turn-1", {"turn": ["turn-1"]}, {"turn_domain": "turn.example.org"}, {})
-    openings = firewall_openings(fake.host.data)
+    openings = firewall_openings(fake.host.data, groups=fake.host.groups)
     assert any(o.comment == "coturn relay ports" for o in openings)
     assert any(o.comment == "SSH" for o in openings)
 
@@ -97,6 +96,7 @@ def coturn_plan(cert_exists: bool, **data):
     fake = FakeHost("turn-1", {"turn": ["turn-1"]},
                     {"turn_domain": "turn.example.org", "turn_certificate": "self-signed", **data},
                     {"DebPackages": {}, "Directory": None, "File": None, "Sha1File": None,
+                     "FolderFiles": {}, "PathStats": {},  # a fresh host: nothing there
                      ("File", (("path", model.TURN_CERT),)): {"mode": 640} if cert_exists else None,
                      "SystemdStatus": {}, "SystemdEnabled": {}, "Command": None, "Which": "/usr/bin/x",
                      "AptSources": [], "DebArch": "amd64"})

@@ -119,8 +119,8 @@ def debian_major(host) -> str:
 
 
 @pytest.fixture(scope="module")
-def declared_openings(data, needs):
+def declared_openings(data, needs, pyinfra_host):
     """The firewall openings deploy.py hands to the base role, for this host."""
     from roles import firewall_openings
 
-    return firewall_openings(data, needs)
+    return firewall_openings(data, needs, pyinfra_host.groups)
