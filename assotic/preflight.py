@@ -204,10 +204,22 @@ APP_SECRETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def generated_secret_names(tenants: list[Tenant]) -> list[str]:
-    """Secrets assotic creates itself, one set per association and app."""
+# Platform-level secrets generated once per backed-up host (roles/backup, docs/backup.md):
+# the password of its restic repository and the seed of its SSH key to the backup target.
+HOST_SECRETS: tuple[str, ...] = ("restic_password", "backup_ssh_key")
+BACKED_UP_GROUPS = ("web",)
+
+
+def generated_secret_names(tenants: list[Tenant], backed_up_hosts: list[str] = ()) -> list[str]:
+    """Secrets assotic creates itself: one set per association and app, one per backed-up host."""
     return [f"tenants/{tenant.slug}/{app}/{name}"
-            for tenant in tenants for app in tenant.apps.enabled() for name in APP_SECRETS[app]]
+            for tenant in tenants for app in tenant.apps.enabled() for name in APP_SECRETS[app]] \
+        + [f"hosts/{host}/{name}" for host in backed_up_hosts for name in HOST_SECRETS]
+
+
+def backed_up_hosts(view: InventoryView) -> list[str]:
+    """Hosts whose data roles/backup saves (every host of group web), in inventory order."""
+    return [name for name in view.hosts if view.groups_of(name) & set(BACKED_UP_GROUPS)]
 
 
 def open_secrets(create_missing: list[str], write: bool):
@@ -245,7 +257,8 @@ def check_everything(view: InventoryView, directory: Path, write_secrets: bool) 
         # Secrets are only generated for data that is known to be good.
         store, new, secret_problems = open_secrets([], write=False)
     else:
-        store, new, secret_problems = open_secrets(generated_secret_names(tenants), write_secrets)
+        store, new, secret_problems = open_secrets(generated_secret_names(tenants, backed_up_hosts(view)),
+                                                   write_secrets)
     problems += secret_problems
     if problems:
         raise InputError(problems)
