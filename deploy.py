@@ -19,6 +19,9 @@ its own code and configuration. Order matters:
 5. apps: code, configuration and first install of each instance (or its stand-in),
    which need their database, Redis and pool from (3).
 6. timers: the apps' background jobs, started once the apps are installed.
+7. backups: on backup targets (group backup), the SFTP-only accounts come right after
+   base, so that they exist before any backed-up host initialises its repository there
+   in the last step: restic, the backup jobs the apps asked for, and their timers.
 """
 
 import sys
@@ -31,12 +34,16 @@ from pyinfra import host  # noqa: E402
 from pyinfra.facts.server import LinuxDistribution  # noqa: E402
 
 from roles import app_roles, base, firewall_openings, host_plan, instances_of  # noqa: E402
-from roles import nginx, php, postgresql, redis, timers, tls  # noqa: E402
+from roles import backup, backup_target, nginx, php, postgresql, redis, timers, tls  # noqa: E402
+from assotic.preflight import BACKED_UP_GROUPS  # noqa: E402
 
 debian = str(host.get_fact(LinuxDistribution)["major"])
 needs, app_plans = host_plan(host.name, host.data, debian)
 
 base.base(firewall_openings=firewall_openings(host.data, needs))
+
+if "backup" in host.groups:
+    backup_target.backup_target()
 
 php.instance_accounts(instances_of(needs))
 postgresql.postgresql(needs.databases)
@@ -53,3 +60,6 @@ for plan in app_plans:
     deploy_app(plan.tenant, plan.release, plan.release_path, host.data.platform.secrets)
 
 timers.timers(needs.timers)
+
+if set(host.groups) & set(BACKED_UP_GROUPS):
+    backup.backup(needs.backups)
