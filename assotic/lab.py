@@ -85,6 +85,7 @@ class LabHost:
 LAB_HOSTS: list[LabHost] = [
     LabHost("web-1", "bookworm", SSH_PORT_BASE + 1, "web"),
     LabHost("web-2", "trixie", SSH_PORT_BASE + 2, "web"),
+    LabHost("backup-1", "bookworm", SSH_PORT_BASE + 4, "backup"),
 ]
 
 

@@ -25,3 +25,6 @@ os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))
 os.environ.setdefault("ASSOTIC_OFFLINE", "1")
 
 web = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "web"]
+# The lab's backup target (roles/backup_target); the web hosts reach it over Docker's
+# bridge network, at the address group_data/lab.py reads from Docker.
+backup = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "backup"]
