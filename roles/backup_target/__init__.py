@@ -97,7 +97,7 @@ def backup_target() -> None:
     for client in clients:
         server.user(name=f"Create SFTP-only account {client.account} for {client.host}",
                     user=client.account, group=GROUP, home=client.chroot, shell=NOLOGIN,
-                    create_home=False, system=True)
+                    create_home=False, ensure_home=False, system=True)
         files.directory(name=f"Create chroot {client.chroot} (root-owned)", path=client.chroot,
                         user="root", group="root", mode="0755", present=True)
         files.directory(name=f"Create repository folder {client.repository}",
