@@ -336,7 +336,7 @@ def backup(specs: list[BackupSpec]) -> None:
     apt.packages(name="Install restic and the backup tools", packages=packages, cache_time=86400,
                  update=True)
     for path, mode in ((ETC_DIR, "0700"), (STATE_DIR, "0755"), (f"{STATE_DIR}/status", "0755"),
-                       (f"{STATE_DIR}/staging", "0700"), (CACHE_DIR, "0700"), (LIB_DIR, "0755")):
+                       (f"{STATE_DIR}/staging", "0711"), (CACHE_DIR, "0700"), (LIB_DIR, "0755")):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode=mode,
                         present=True)
 
