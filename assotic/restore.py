@@ -245,7 +245,7 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
         snap = p.snapshot
         state = ("LIVE: its current data will be REPLACED" if p.live else
                  "exists, empty" if p.instance_exists else "NOT DEPLOYED there")
-        print(f"  - {p.app}: snapshot {snap['short_id']} of {snap['time'][:19]}Z (age {age(snap['time'])}) "
+        print(f"  - {p.app}: snapshot {snap['short_id']} of {snap['time'][:19]}{snap['time'][-6:] if snap['time'][-6] in '+-' else 'Z'} (age {age(snap['time'])}) "
               f"made on {p.source} -> {p.to} [{state}]", file=out)
         print(f"      files: {', '.join(p.spec.paths)}", file=out)
         if p.spec.postgres_db:
