@@ -18,7 +18,7 @@ export ASSOTIC_TENANTS_DIR := $(TENANTS)
 
 .PHONY: bench help install check schema lab lab-down lab-status deploy verify bbb-check test test-unit test-lab \
         secrets-init secret-list secret-show secret-set secret-rotate secrets-reseal \
-        secrets-rekey clean
+        secrets-rekey clean restore
 
 help: ## List every target, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -86,6 +86,10 @@ secrets-reseal: $(VENV)/.installed ## After a reviewed git merge of the store: r
 
 secrets-rekey: $(VENV)/.installed ## Re-encrypt the store under a new key: make secrets-rekey NEWKEY=<file>
 	$(PY) -m assotic secrets rekey "$(NEWKEY)"
+
+restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [SNAPSHOT=latest|<id>] [TO=<host>] [FORCE=1] [DRY=1]
+	$(PY) -m assotic.restore --inventory $(INVENTORY) --tenant "$(TENANT)" --snapshot "$(or $(SNAPSHOT),latest)" \
+		$(if $(APP),--app "$(APP)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
 bench: $(VENV)/.installed ## Measure converge/no-op times and idle RSS for 1 and 10 associations (bench/results.json)
 	$(PY) -m assotic.bench

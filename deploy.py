@@ -23,6 +23,9 @@ its own code and configuration. Order matters:
 7. group roles, on their own hosts: coturn on `turn` hosts, BigBlueButton on `bbb` hosts
    (a machine of its own: preflight refuses a bbb host in another group). Web hosts have
    neither, so their flow above is unchanged.
+8. backups: on backup targets (group backup), the SFTP-only accounts come right after
+   base, so that they exist before any backed-up host initialises its repository there
+   in the last step: restic, the backup jobs the apps asked for, and their timers.
 """
 
 import sys
@@ -35,7 +38,8 @@ from pyinfra import host, inventory  # noqa: E402
 from pyinfra.facts.server import LinuxDistribution  # noqa: E402
 
 from roles import app_roles, base, firewall_openings, host_plan, instances_of  # noqa: E402
-from roles import nginx, php, postgresql, redis, timers, tls  # noqa: E402
+from roles import backup, backup_target, nginx, php, postgresql, redis, timers, tls  # noqa: E402
+from assotic.preflight import BACKED_UP_GROUPS  # noqa: E402
 
 if "bbb" in host.groups:
     from roles import bbb
@@ -48,6 +52,9 @@ debian = str(host.get_fact(LinuxDistribution)["major"])
 needs, app_plans = host_plan(host.name, host.data, debian)
 
 base.base(firewall_openings=firewall_openings(host.data, needs, host.groups))
+
+if "backup" in host.groups:
+    backup_target.backup_target()
 
 php.instance_accounts(instances_of(needs))
 postgresql.postgresql(needs.databases)
@@ -81,3 +88,6 @@ for plan in app_plans:
         from roles import bbb
 
         bbb.nextcloud_integration(plan.tenant, plan.release, host.data.platform.secrets, inventory)
+
+if set(host.groups) & set(BACKED_UP_GROUPS):
+    backup.backup(needs.backups)

@@ -86,6 +86,7 @@ LAB_HOSTS: list[LabHost] = [
     LabHost("web-1", "bookworm", SSH_PORT_BASE + 1, "web"),
     LabHost("web-2", "trixie", SSH_PORT_BASE + 2, "web"),
     LabHost("turn-1", "bookworm", SSH_PORT_BASE + 3, "turn"),
+    LabHost("backup-1", "bookworm", SSH_PORT_BASE + 4, "backup"),
 ]
 
 

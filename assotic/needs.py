@@ -2,7 +2,7 @@
 
 Application roles (roles/nextcloud, roles/paheko, ...) never configure nginx,
 PHP-FPM, PostgreSQL or Redis themselves. They turn each tenant into lists of
-needs (vhosts, PHP pools, databases, Redis instances, timers, firewall openings),
+needs (vhosts, PHP pools, databases, Redis instances, timers, backups, firewall openings),
 and the shared roles that own those services consume the lists (the DebOps
 way). Everything here is pure data, built and tested without a host.
 
@@ -137,6 +137,28 @@ class Timer:
     environment: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class BackupSpec:
+    """What roles/backup saves of one instance, and how to make it consistent (docs/backup.md).
+
+    The job runs as root: `pre_hooks` quiesce writers, the database is dumped
+    (`postgres_db`: pg_dump -Fc) or copied (`sqlite`: VACUUM INTO, never the live file),
+    `paths` are saved by restic (minus `excludes`), then `post_hooks` run, on failure
+    too (a trap). `after_restore` runs on the host a snapshot was restored onto.
+    Hooks are shell lines, run as root; they name their own users (runuser ...).
+    """
+
+    instance: AppInstance
+    paths: tuple[str, ...]
+    excludes: tuple[str, ...] = ()
+    postgres_db: str | None = None
+    sqlite: tuple[str, ...] = ()  # live SQLite files, copied consistently and excluded as such
+    pre_hooks: tuple[str, ...] = ()
+    post_hooks: tuple[str, ...] = ()
+    after_restore: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()  # printed by the job, e.g. "stand-in: no maintenance mode"
+
+
 @dataclass
 class HostNeeds:
     """Everything the apps on one host ask of the shared roles. Lists keep deploy order stable."""
@@ -146,6 +168,7 @@ class HostNeeds:
     databases: list[Database] = field(default_factory=list)
     redis: list[RedisInstance] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
+    backups: list[BackupSpec] = field(default_factory=list)
 
     def extend(self, other: HostNeeds) -> HostNeeds:
         self.vhosts += other.vhosts
@@ -153,6 +176,7 @@ class HostNeeds:
         self.databases += other.databases
         self.redis += other.redis
         self.timers += other.timers
+        self.backups += other.backups
         return self
 
     @property

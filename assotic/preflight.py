@@ -218,6 +218,17 @@ APP_SECRETS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Platform-level secrets generated once per backed-up host (roles/backup, docs/backup.md):
+# the password of its restic repository and the seed of its SSH key to the backup target.
+HOST_SECRETS: tuple[str, ...] = ("restic_password", "backup_ssh_key")
+BACKED_UP_GROUPS = ("web",)
+
+
+def backed_up_hosts(view: InventoryView) -> list[str]:
+    """Hosts whose data roles/backup saves (every host of group web), in inventory order."""
+    return [name for name in view.hosts if view.groups_of(name) & set(BACKED_UP_GROUPS)]
+
+
 # Secrets of a shared app instance rather than of one association (one Mattermost server
 # serves several associations), stored as <app>/<instance>/<name>.
 INSTANCE_SECRETS: dict[str, tuple[str, ...]] = {
@@ -238,10 +249,12 @@ def platform_secret_names(view: InventoryView) -> list[str]:
     """Secrets of the platform itself, not of an association: generated too.
 
     One TURN secret shared by every coturn host and every BBB host (BBB hands out
-    credentials for all the TURN servers it knows), and one API secret per BBB host.
+    credentials for all the TURN servers it knows), one API secret per BBB host, and per
+    backed-up host its restic password and the seed of its SSH key to the backup target.
     """
     names = ["turn/static_auth_secret"] if view.groups.get("turn") else []
-    return names + [f"bbb/{name}/api_secret" for name in view.groups.get("bbb", [])]
+    names += [f"bbb/{name}/api_secret" for name in view.groups.get("bbb", [])]
+    return names + [f"hosts/{host}/{name}" for host in backed_up_hosts(view) for name in HOST_SECRETS]
 
 
 def open_secrets(create_missing: list[str], write: bool):

@@ -26,4 +26,34 @@ missing_release = "standin"
 acme_lab_server = True
 acme_directory = "https://127.0.0.1:14000/dir"
 
-__all__ = ["sysadmins", "missing_release", "acme_lab_server", "acme_directory"]
+
+
+def _lab_backup_target():
+    """The lab's backup target (roles/backup_target) as the web hosts reach it: the backup
+    container's address on Docker's bridge network, and its host keys as `make lab` read
+    them into known_hosts. None (no backups, said loudly) when Docker or the container is
+    not there, e.g. for `make check` on a machine without the lab."""
+    from assotic.lab import KNOWN_HOSTS, LAB_HOSTS, container_name
+
+    target = next((h for h in LAB_HOSTS if h.group == "backup"), None)
+    if target is None:
+        return None
+    try:
+        import docker
+
+        container = docker.from_env().containers.get(container_name(target))
+        address = container.attrs["NetworkSettings"]["IPAddress"]
+        lines = KNOWN_HOSTS.read_text().splitlines()
+    except Exception:  # no Docker SDK, engine, container or known_hosts: no lab target
+        return None
+    prefix = f"[127.0.0.1]:{target.ssh_port} "
+    keys = [" ".join(line.split()[1:3]) for line in lines if line.startswith(prefix)]
+    if not address or not keys:
+        return None
+    return {"host": target.name, "address": address, "port": 22, "known_hosts": keys}
+
+
+# roles/backup: every lab web host backs up to backup-1 over SFTP (docs/backup.md).
+backup_target = _lab_backup_target()
+
+__all__ = ["sysadmins", "missing_release", "acme_lab_server", "acme_directory", "backup_target"]

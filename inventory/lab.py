@@ -29,3 +29,6 @@ web = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "web"]
 turn = [(h.name, {**_lab_ssh_data(h), "turn_domain": f"{h.name}.lab.example.org",
                   "turn_certificate": "self-signed"})
         for h in _LAB_HOSTS if h.group == "turn"]
+# The lab's backup target (roles/backup_target); the web hosts reach it over Docker's
+# bridge network, at the address group_data/lab.py reads from Docker.
+backup = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "backup"]

@@ -25,7 +25,7 @@ from io import StringIO
 from typing import Any
 
 from assotic.artifacts import OPT_ROOT, Artifact
-from assotic.needs import AppInstance, Database, HostNeeds, PhpPool, RedisInstance, Timer, Vhost
+from assotic.needs import AppInstance, BackupSpec, Database, HostNeeds, PhpPool, RedisInstance, Timer, Vhost
 from assotic.tenants import Tenant, quota_bytes
 from roles import standin as standin_role
 from roles.standin.render import render
@@ -93,6 +93,7 @@ def nextcloud_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
             databases=[database],
             redis=[redis],
             timers=[standin_role.standin_timer(cron_unit(inst), inst, CRON_EVERY)],
+            backups=[nextcloud_backup(tenant, None)],
         )
     code = release.install_dir
     return HostNeeds(
@@ -122,6 +123,34 @@ def nextcloud_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
             working_directory=inst.home,
             environment=(("NEXTCLOUD_CONFIG_DIR", inst.config_dir),),
         )],
+        backups=[nextcloud_backup(tenant, release)],
+    )
+
+
+def nextcloud_backup(tenant: Tenant, release: Artifact | None) -> BackupSpec:
+    """What roles/backup saves of this Nextcloud: data, config, apps, and a pg_dump taken
+    in maintenance mode (Nextcloud's documented backup procedure). Maintenance mode is
+    turned off by the job's trap even when a step fails. A snapshot's config.php says
+    maintenance on (it was taken so): a restore turns it off, then runs
+    `occ maintenance:data-fingerprint` so that sync clients re-check their files.
+    https://docs.nextcloud.com/server/latest/admin_manual/maintenance/backup.html
+    """
+    inst = instance(tenant)
+    if release is None:
+        return BackupSpec(
+            instance=inst, paths=(inst.data_dir, inst.config_dir), postgres_db=inst.user,
+            notices=(f"nextcloud {inst.slug} is the stand-in: no occ, maintenance mode skipped",),
+        )
+    occ = occ_prefix(inst, release)
+    return BackupSpec(
+        instance=inst,
+        paths=(inst.data_dir, inst.config_dir, apps_dir(inst)),
+        # The updater's own backups and caches are rebuilt, never restored.
+        excludes=(f"{inst.data_dir}/updater-*", f"{inst.data_dir}/appdata_*/preview"),
+        postgres_db=inst.user,
+        pre_hooks=(f"{occ} maintenance:mode --on",),
+        post_hooks=(f"{occ} maintenance:mode --off",),
+        after_restore=(f"{occ} maintenance:mode --off", f"{occ} maintenance:data-fingerprint"),
     )
 
 

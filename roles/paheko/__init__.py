@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assotic.artifacts import Artifact
-from assotic.needs import AppInstance, HostNeeds, PhpPool, Timer, Vhost
+from assotic.needs import AppInstance, BackupSpec, HostNeeds, PhpPool, Timer, Vhost
 from assotic.tenants import Tenant
 from roles import standin as standin_role
 from roles.standin.render import render, stable_minute
@@ -77,6 +77,7 @@ def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
             vhosts=[standin_role.standin_vhost(domain(tenant), inst)],
             pools=[standin_role.standin_pool(inst, PHP_EXTENSIONS)],
             timers=[standin_role.standin_timer(cron_unit(inst), inst, daily_at(inst))],
+            backups=[paheko_backup(tenant, None)],
         )
     code = release.install_dir
     return HostNeeds(
@@ -104,7 +105,19 @@ def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
                   user=inst.user, command=paheko_cli(inst, release, "queue", "run", "--quiet"),
                   on_calendar=QUEUE_EVERY, working_directory=inst.home),
         ],
+        backups=[paheko_backup(tenant, release)],
     )
+
+
+def paheko_backup(tenant: Tenant, release: Artifact | None) -> BackupSpec:
+    """What roles/backup saves of this Paheko: config and data, with the SQLite database
+    copied by `VACUUM INTO` (a consistent copy while Paheko runs), never the live file.
+    The stand-in keeps its SQLite file in the same data folder, under another name."""
+    inst = instance(tenant)
+    live = db_file(inst) if release is not None else f"{inst.data_dir}/standin.sqlite"
+    notices = () if release is not None else (f"paheko {inst.slug} is the stand-in",)
+    return BackupSpec(instance=inst, paths=(inst.data_dir, inst.config_dir), sqlite=(live,),
+                      notices=notices)
 
 
 @dataclass(frozen=True)

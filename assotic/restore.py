@@ -1,0 +1,300 @@
+"""Restore one association from its restic snapshots (`make restore`).
+
+    python -m assotic.restore --inventory inventory/<name>.py --tenant <slug>
+        [--app nextcloud|paheko] [--snapshot latest|<id>] [--to <host>] [--force] [--dry-run]
+
+Reads the inventory exactly as pyinfra does (assotic.preflight.load_inventory_like_pyinfra),
+then works over SSH with the inventory's own connection data: it sends a bash script on
+stdin (never secrets on a command line) that writes the repository password and SSH key
+of the host that made the backup into 0600 files of a root-only temporary folder, removed
+on exit. First it shows the plan (snapshot, age, paths, target host, whether the tenant is
+live there); it refuses to overwrite a live tenant without --force. Then, per app: files
+(data, config), the database (pg_restore of the dump, or the VACUUM INTO copy of SQLite),
+ownership mapped to the instance's user on the target host, and the app's after-restore
+steps (Nextcloud: maintenance mode off, `occ maintenance:data-fingerprint`).
+
+Restoring onto another host (--to) needs the app deployed there first (move it in the
+tenant file and deploy): the restore fills an instance, it does not create one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from assotic.needs import BackupSpec
+from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
+
+STATE_DIR = "/var/lib/assotic/backup"
+EOF_MARK = "__ASSOTIC_RESTORE_EOF__"
+
+
+class RestoreError(Exception):
+    pass
+
+
+@dataclass
+class Plan:
+    app: str
+    spec: BackupSpec
+    source: str
+    to: str
+    snapshot: dict
+    live: bool
+    instance_exists: bool
+
+
+def ssh_command(pyinfra_host) -> list[str]:
+    data = pyinfra_host.data
+    user = data.ssh_user or "root"
+    command = ["ssh", "-o", "BatchMode=yes",
+               "-o", f"StrictHostKeyChecking={data.ssh_strict_host_key_checking or 'yes'}",
+               "-p", str(data.ssh_port or 22)]
+    if data.ssh_known_hosts_file:
+        command += ["-o", f"UserKnownHostsFile={data.ssh_known_hosts_file}"]
+    if data.ssh_key:
+        command += ["-i", str(Path(data.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
+    command.append(f"{user}@{data.ssh_hostname or pyinfra_host.name}")
+    command += ["bash", "-s"] if user == "root" else ["sudo", "-n", "bash", "-s"]
+    return command
+
+
+def run_remote(pyinfra_host, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(ssh_command(pyinfra_host), input=script, text=True, capture_output=True)
+
+
+def heredoc(path: str, text: str) -> str:
+    if EOF_MARK in text:
+        raise RestoreError("a secret contains the here-document marker")
+    return f"cat > {path} <<'{EOF_MARK}'\n{text.rstrip(chr(10))}\n{EOF_MARK}\n"
+
+
+def repository_setup(source_name: str, source_data, secrets) -> str:
+    """Bash: a temporary root-only folder $W with the source host's repository access."""
+    from roles.backup import SSH_ALIAS, backup_context, known_hosts_text
+    from roles.backup.sshkey import private_key_text
+
+    context = backup_context(source_name, source_data, secrets)
+    if context is None:
+        raise RestoreError(f"{source_name} has no backup_target in its data: nothing to restore from")
+    lines = ["set -euo pipefail", "umask 077", f"mkdir -p {STATE_DIR}",
+             f"W=$(mktemp -d {STATE_DIR}/restore.XXXXXX)", "trap 'rm -rf \"$W\"' EXIT",
+             heredoc("$W/password", secrets.get(f"hosts/{source_name}/restic_password"))]
+    env = [f"RESTIC_REPOSITORY={shlex.quote(context.repository)}", "RESTIC_PASSWORD_FILE=$W/password",
+           "RESTIC_CACHE_DIR=$W/cache"]
+    lines += [f"export {assignment}" for assignment in env]
+    for name, value in context.extra_env:  # S3 credentials: in the environment, not argv
+        lines.append(heredoc(f"$W/env-{name}", value))
+        lines.append(f'export {name}="$(cat "$W/env-{name}")"')
+    if context.sftp:
+        t = context.target
+        lines.append(heredoc("$W/id_ed25519", private_key_text(
+            secrets.get(f"hosts/{source_name}/backup_ssh_key"), f"assotic-backup@{source_name}")))
+        lines.append(heredoc("$W/known_hosts", known_hosts_text(context) or "# none"))
+        lines.append(heredoc("$W/ssh_config", "\n".join([
+            f"Host {SSH_ALIAS}", f"    HostName {t.address}", f"    Port {t.port}", f"    User {t.user}",
+            "    IdentityFile $W/id_ed25519", "    IdentitiesOnly yes", "    BatchMode yes",
+            "    UserKnownHostsFile $W/known_hosts",
+            f"    StrictHostKeyChecking {'yes' if t.known_hosts else 'accept-new'}"])))
+        lines.append('sed -i "s|\\$W|$W|g" "$W/ssh_config"')
+        lines.append(f'R=(restic -o "sftp.command=ssh -F $W/ssh_config {SSH_ALIAS} -s sftp")')
+    else:
+        lines.append("R=(restic)")
+    return "\n".join(lines) + "\n"
+
+
+def staging_dir(spec: BackupSpec) -> str:
+    return f"{STATE_DIR}/staging/{spec.instance.slug}-{spec.instance.app}"
+
+
+def plan_script(spec: BackupSpec, snapshot: str) -> str:
+    inst = spec.instance
+    tags = f"tenant:{inst.slug},app:{inst.app}"
+    select = "." if snapshot == "latest" else f'map(select(.id == "{snapshot}" or .short_id == "{snapshot}"))'
+    live_db = ""
+    if spec.postgres_db:
+        live_db = (f"tables=$(runuser -u postgres -- psql -XtAc \"select count(*) from pg_tables where "
+                   f"schemaname='public'\" {spec.postgres_db} 2>/dev/null || echo 0)\n"
+                   '[ "${tables:-0}" -gt 0 ] && live=true\n')
+    return f"""
+"${{R[@]}}" snapshots --json --tag {tags} > "$W/snapshots.json"
+snap=$(jq -c '{select} | sort_by(.time) | last // empty' "$W/snapshots.json")
+exists=false; live=false
+if id -u {inst.user} >/dev/null 2>&1 && [ -d {inst.home} ]; then
+    exists=true
+    [ -n "$(find {inst.data_dir} -mindepth 1 -print -quit 2>/dev/null)" ] && live=true
+    {live_db}
+fi
+jq -cn --argjson snap "${{snap:-null}}" --argjson exists $exists --argjson live $live \\
+    '{{snapshot: $snap, instance_exists: $exists, live: $live}}'
+"""
+
+
+def restore_script(spec: BackupSpec, snapshot_id: str) -> str:
+    inst, stage = spec.instance, staging_dir(spec)
+    lines = [f'"${{R[@]}}" restore {snapshot_id} --target "$W/tree" >&2']
+    for path in spec.paths:
+        lines += [
+            f'if [ -d "$W/tree{path}" ]; then',
+            f"    mkdir -p {path}",
+            f"    find {path} -mindepth 1 -delete",
+            f'    cp -a "$W/tree{path}/." {path}/',
+            # Everything in an instance's home belongs to root or to the instance: numeric
+            # ids from another host are mapped to this host's instance user.
+            f"    find {path} ! -uid 0 -exec chown -h {inst.user} {{}} +",
+            f"    find {path} ! -gid 0 -exec chgrp -h {inst.user} {{}} +",
+            "fi",
+        ]
+    for live in spec.sqlite:
+        name = Path(live).name
+        lines += [
+            f'if [ -e "$W/tree{stage}/sqlite/{name}" ]; then',
+            f"    rm -f {live} {live}-wal {live}-shm {live}-journal",
+            f'    install -m 0640 -o {inst.user} -g {inst.user} "$W/tree{stage}/sqlite/{name}" {live}',
+            "fi",
+        ]
+    if spec.postgres_db:
+        db, dump = spec.postgres_db, f'"$W/tree{stage}/postgres-{spec.postgres_db}.dump"'
+        lines += [
+            f"runuser -u postgres -- psql -XqAt -v ON_ERROR_STOP=1 -d {db} -c "
+            f"'DROP SCHEMA IF EXISTS public CASCADE' -c 'CREATE SCHEMA public AUTHORIZATION \"{inst.user}\"' >&2",
+            f"runuser -u postgres -- pg_restore --no-owner --no-privileges --role={inst.user} "
+            f"--exit-on-error -d {db} < {dump} >&2",
+        ]
+    lines += [f"{hook} >&2" for hook in spec.after_restore]
+    lines.append('echo restored')
+    return "\n".join(lines) + "\n"
+
+
+def debian_major(pyinfra_host) -> str:
+    result = run_remote(pyinfra_host, ". /etc/os-release && echo ${VERSION_ID%%.*}\n")
+    if result.returncode != 0:
+        raise RestoreError(f"cannot reach {pyinfra_host.name}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def specs_for(tenant, apps: list[str], inventory) -> dict[str, tuple[str, BackupSpec]]:
+    """app -> (source host, its backup spec), as the deploy computed it on the source host."""
+    from roles import host_plan
+
+    found: dict[str, tuple[str, BackupSpec]] = {}
+    cache: dict[str, list[BackupSpec]] = {}
+    for app in apps:
+        source = tenant.apps.enabled()[app].host
+        if source not in cache:
+            h = inventory.get_host(source)
+            cache[source] = host_plan(source, h.data, debian_major(h))[0].backups
+        matches = [s for s in cache[source] if s.instance.slug == tenant.slug and s.instance.app == app]
+        if matches:
+            found[app] = (source, matches[0])
+    return found
+
+
+def snapshot_age_s(snapshot_time: str) -> float:
+    """Seconds since a restic snapshot time ('2026-11-30T06:12:34.123456789+01:00' or ...Z)."""
+    import re
+    from datetime import datetime, timezone
+
+    text = re.sub(r"\.\d+", "", snapshot_time).replace("Z", "+00:00")
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(text)).total_seconds()
+
+
+def age(snapshot_time: str) -> str:
+    seconds = snapshot_age_s(snapshot_time)
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: str | None,
+            force: bool, dry_run: bool, out=sys.stdout) -> list[dict]:
+    inventory = load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
+    any_host = next(iter(inventory))
+    platform = any_host.data.platform
+    tenants = {t.slug: t for t in platform.tenants}
+    if slug not in tenants:
+        raise RestoreError(f"no tenant {slug!r} (known: {', '.join(sorted(tenants))})")
+    tenant = tenants[slug]
+    apps = [app] if app else list(tenant.apps.enabled())
+    specs = specs_for(tenant, apps, inventory)
+    if app and app not in specs:
+        raise RestoreError(f"{slug} has no backed-up app {app!r} (backed up: {', '.join(specs) or 'none'})")
+    results = []
+    plans: list[Plan] = []
+    for name, (source, spec) in specs.items():
+        to_name = to or source
+        to_host = inventory.get_host(to_name)
+        if to_host is None:
+            raise RestoreError(f"no host {to_name!r} in {inventory_file}")
+        setup = repository_setup(source, inventory.get_host(source).data, platform.secrets)
+        result = run_remote(to_host, setup + plan_script(spec, snapshot))
+        if result.returncode != 0:
+            raise RestoreError(f"{name}: could not list snapshots from {to_name}:\n{result.stderr.strip()}")
+        answer = json.loads(result.stdout.strip().splitlines()[-1])
+        if not answer["snapshot"]:
+            raise RestoreError(f"{slug}/{name}: no snapshot {snapshot!r} tagged tenant:{slug},app:{name}")
+        plans.append(Plan(name, spec, source, to_name, answer["snapshot"], answer["live"],
+                          answer["instance_exists"]))
+
+    print(f"restore plan for {slug} ({inventory_file}):", file=out)
+    for p in plans:
+        snap = p.snapshot
+        state = ("LIVE: its current data will be REPLACED" if p.live else
+                 "exists, empty" if p.instance_exists else "NOT DEPLOYED there")
+        print(f"  - {p.app}: snapshot {snap['short_id']} of {snap['time'][:19]}{snap['time'][-6:] if snap['time'][-6] in '+-' else 'Z'} (age {age(snap['time'])}) "
+              f"made on {p.source} -> {p.to} [{state}]", file=out)
+        print(f"      files: {', '.join(p.spec.paths)}", file=out)
+        if p.spec.postgres_db:
+            print(f"      database: PostgreSQL {p.spec.postgres_db} (dropped and restored from the dump)", file=out)
+        for live in p.spec.sqlite:
+            print(f"      database: SQLite {live} (replaced by the snapshot's VACUUM INTO copy)", file=out)
+        for hook in p.spec.after_restore:
+            print(f"      then: {hook.split(' -- ')[-1][:100]}", file=out)
+    problems = [f"{p.app}: the instance is not deployed on {p.to}; deploy {slug} there first"
+                for p in plans if not p.instance_exists]
+    if not force:
+        problems += [f"{p.app}: {slug} is live on {p.to}; run again with FORCE=1 (--force) to replace it"
+                     for p in plans if p.live]
+    if problems:
+        raise RestoreError("refusing to restore:\n  " + "\n  ".join(problems))
+    if dry_run:
+        print("dry run: nothing restored", file=out)
+        return []
+    for p in plans:
+        start = time.monotonic()
+        setup = repository_setup(p.source, inventory.get_host(p.source).data, platform.secrets)
+        result = run_remote(inventory.get_host(p.to), setup + restore_script(p.spec, p.snapshot["id"]))
+        seconds = time.monotonic() - start
+        if result.returncode != 0 or "restored" not in result.stdout:
+            raise RestoreError(f"{p.app}: restore on {p.to} failed (exit {result.returncode}):\n"
+                               f"{result.stderr.strip()[-3000:]}")
+        print(f"  {p.app}: restored snapshot {p.snapshot['short_id']} onto {p.to} in {seconds:.1f}s", file=out)
+        results.append({"app": p.app, "snapshot": p.snapshot["id"], "snapshot_time": p.snapshot["time"],
+                        "to": p.to, "seconds": round(seconds, 1)})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m assotic.restore", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inventory", default="inventory/lab.py")
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--app")
+    parser.add_argument("--snapshot", default="latest")
+    parser.add_argument("--to")
+    parser.add_argument("--force", action="store_true", help="replace a live tenant")
+    parser.add_argument("--dry-run", action="store_true", help="show the plan, restore nothing")
+    args = parser.parse_args(argv)
+    try:
+        restore(args.inventory, args.tenant, args.app, args.snapshot, args.to, args.force, args.dry_run)
+    except RestoreError as error:
+        print(f"restore: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""roles/backup, roles/backup_target and assotic/restore: pure functions, rendered scripts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from assotic.artifacts import Artifact
+from assotic.preflight import generated_secret_names
+from assotic.restore import plan_script, repository_setup, restore_script, snapshot_age_s
+from assotic.tenants import load_tenants
+from roles import backup, backup_target, nextcloud, paheko
+from roles.backup.sshkey import private_key_text, public_key_line
+
+REPO = Path(__file__).resolve().parents[2]
+TENANTS = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]
+ULAP = next(t for t in TENANTS if t.slug == "ulap")
+NEXTCLOUD = Artifact("nextcloud", "34.0.4", "nextcloud-34.0.4.tar.bz2", "https://example.invalid/nc", "0" * 64)
+PAHEKO = Artifact("paheko", "1.3.12", "paheko-1.3.12.tar.gz", "https://example.invalid/p", "1" * 64)
+SFTP = {"backup_target": {"host": "backup-1", "address": "172.17.0.4", "port": 22,
+                          "known_hosts": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEY"]}}
+
+
+class FakeSecrets:
+    def get(self, name: str) -> str:
+        return f"SECRET-{name.replace('/', '-')}"
+
+
+def specs(release_nc=None, release_pa=None):
+    return nextcloud.nextcloud_needs(ULAP, release_nc).backups + paheko.paheko_needs(ULAP, release_pa).backups
+
+
+def bash_syntax_ok(text: str) -> None:
+    result = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_app_roles_hand_their_backup_specs():
+    nc, pa = specs()
+    assert nc.postgres_db == "nextcloud_ulap" and nc.pre_hooks == () and "stand-in" in nc.notices[0]
+    assert pa.sqlite == ("/srv/assotic/ulap/paheko/data/standin.sqlite",)
+    real_nc, real_pa = specs(NEXTCLOUD, PAHEKO)
+    assert "maintenance:mode --on" in real_nc.pre_hooks[0]
+    assert "maintenance:mode --off" in real_nc.post_hooks[0]
+    assert real_nc.after_restore[-1].endswith("maintenance:data-fingerprint")
+    assert real_pa.sqlite == ("/srv/assotic/ulap/paheko/data/association.sqlite",)
+    assert backup.SPEC_FOR_APP["mattermost"]("ulap").postgres_db == "mattermost_ulap"
+
+
+def test_jobs_tags_retention_and_never_the_live_sqlite_file():
+    jobs = backup.jobs_for(specs(), TENANTS, "web-1", SFTP)
+    assert [j.name for j in jobs] == ["ulap-nextcloud", "ulap-paheko", "host"]
+    nc, pa, host = jobs
+    assert nc.tags == ("tenant:ulap", "app:nextcloud", "host:web-1")
+    assert (nc.keep_daily, nc.keep_weekly, nc.keep_monthly) == (14, 8, 12)  # from ulap.yml
+    live = "/srv/assotic/ulap/paheko/data/standin.sqlite"
+    assert live in pa.excludes and f"{live}-wal" in pa.excludes
+    assert "/etc" in host.paths
+
+
+def test_timer_times_are_stable_spread_and_in_the_night_window():
+    first = [j.on_calendar for j in backup.jobs_for(specs(), TENANTS, "web-1", SFTP)]
+    again = [j.on_calendar for j in backup.jobs_for(specs(), TENANTS, "web-1", SFTP)]
+    other = [j.on_calendar for j in backup.jobs_for(specs(), TENANTS, "web-2", SFTP)]
+    assert first == again and first != other
+    for calendar in first:
+        hour = int(calendar.split()[1].split(":")[0])
+        assert 1 <= hour < 5
+    assert backup.weekly_check(SFTP, "web-1").startswith("Sun ")
+
+
+def test_rendered_scripts_are_valid_bash_with_a_trap_and_status_last():
+    context = backup.backup_context("web-1", SFTP, FakeSecrets())
+    jobs = backup.jobs_for(specs(NEXTCLOUD, PAHEKO), TENANTS, "web-1", SFTP)
+    files = backup.rendered_files(context, jobs)
+    for path, (text, _mode) in files.items():
+        if path.endswith(".sh"):
+            bash_syntax_ok(text)
+    nc = files[jobs[0].script][0]
+    assert "trap finish EXIT" in nc and "maintenance:mode --off" in nc.split("finish()")[0]
+    assert nc.index("backup --json") < nc.index("forget --prune") < nc.index('write_status "$JOB"')
+    assert "VACUUM INTO" in files[jobs[1].script][0]
+    assert "StrictHostKeyChecking yes" in files["/etc/assotic/backup/ssh_config"][0]
+    assert files["/etc/assotic/backup/known_hosts"][0] == "172.17.0.4 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKEY\n"
+    assert "SECRET" not in "".join(text for text, _ in files.values())  # secrets only in 0600 files
+
+
+def test_s3_target_keeps_credentials_in_the_env_file():
+    data = {"backup_target": {"repository": "s3:https://s3.example.org/bk/{host}",
+                              "s3_access_key_secret": "backup/s3_key", "s3_secret_key_secret": "backup/s3_secret"}}
+    context = backup.backup_context("web-1", data, FakeSecrets())
+    assert context.repository == "s3:https://s3.example.org/bk/web-1" and not context.sftp
+    env = backup.render("restic.env.j2", backup=context)
+    assert "AWS_SECRET_ACCESS_KEY=SECRET-backup-s3_secret" in env
+
+
+def test_no_target_means_no_backups_and_bad_data_is_named():
+    assert backup.backup_context("web-1", {}) is None
+    with pytest.raises(backup.BackupDataError, match="address"):
+        backup.backup_context("web-1", {"backup_target": {"host": "backup-1"}})
+
+
+def test_host_secrets_are_generated_per_backed_up_host():
+    from assotic.preflight import InventoryView, platform_secret_names
+
+    view = InventoryView("inventory/x.py", {"web": ["web-1"], "backup": ["backup-1"]},
+                         {"web-1": {}, "backup-1": {}})
+    names = platform_secret_names(view)
+    assert names == ["hosts/web-1/restic_password", "hosts/web-1/backup_ssh_key"]
+    assert not any(n.startswith("hosts/") for n in generated_secret_names(TENANTS))
+
+
+def test_ssh_key_is_derived_stably_and_matches_its_public_key(tmp_path):
+    text = private_key_text("seed", "c@h")
+    assert text == private_key_text("seed", "c@h") != private_key_text("other", "c@h")
+    if shutil.which("ssh-keygen"):
+        key = tmp_path / "k"
+        key.write_text(text)
+        key.chmod(0o600)
+        derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True)
+        assert derived.stdout.split()[:2] == public_key_line("seed", "c@h").split()[:2]
+
+
+def test_backup_target_accounts_are_restricted():
+    hosts = [("web-1", SFTP), ("web-2", {"backup_target": {"host": "elsewhere", "address": "x"}}),
+             ("backup-1", SFTP)]
+    clients = backup_target.clients_of("backup-1", hosts, FakeSecrets())
+    assert [c.account for c in clients] == ["restic-web-1"]
+    assert backup_target.authorized_keys(clients[0]).startswith("restrict ssh-ed25519 ")
+    sshd = backup_target.sshd_drop_in()
+    for line in ("Match Group assotic-backup", "ForceCommand internal-sftp", "ChrootDirectory /srv/assotic-backup/%u",
+                 "AllowTcpForwarding no", "PermitTTY no"):
+        assert line in sshd
+
+
+def test_restore_scripts_are_valid_bash_and_keep_secrets_off_argv():
+    setup = repository_setup("web-1", SFTP, FakeSecrets())
+    assert "SECRET-hosts-web-1-restic_password" in setup.split("<<'")[1]  # inside a here-document
+    nc, pa = specs(NEXTCLOUD, PAHEKO)
+    for spec in (nc, pa):
+        bash_syntax_ok(setup + plan_script(spec, "latest"))
+        bash_syntax_ok(setup + restore_script(spec, "abc123"))
+    assert "pg_restore" in restore_script(nc, "abc") and "data-fingerprint" in restore_script(nc, "abc")
+    assert "association.sqlite" in restore_script(pa, "abc")
+
+
+def test_snapshot_age_reads_restic_times():
+    assert snapshot_age_s("2000-01-01T00:00:00.123456789+01:00") > 0
+    assert snapshot_age_s("2000-01-01T00:00:00Z") > 0
