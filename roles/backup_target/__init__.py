@@ -87,7 +87,11 @@ def backup_target() -> None:
 
     from roles.remote_files import install_validated, put_text
 
-    clients = clients_of(host.name, [(h.name, h.data) for h in inventory], host.data.platform.secrets)
+    from assotic.preflight import BACKED_UP_GROUPS
+
+    # Only hosts that are backed up have a backup key (preflight.platform_secret_names).
+    backed_up = [(h.name, h.data) for h in inventory if set(h.groups) & set(BACKED_UP_GROUPS)]
+    clients = clients_of(host.name, backed_up, host.data.platform.secrets)
     if not clients:
         host.noop(f"{host.name}: no inventory host names it as backup_target.host: no account")
     server.group(name=f"Create group {GROUP}", group=GROUP, system=True)
