@@ -386,6 +386,8 @@ def gpg_verify(key_file: Path, signature: Path, path: Path, artifact: Artifact) 
         subprocess.run([*base, "--import", str(key_file)], check=True, capture_output=True)
         run = subprocess.run([*base, "--status-fd", "1", "--verify", str(signature), str(path)],
                              capture_output=True, text=True)
+        # gpg may have started an agent for this throw-away keyring: leave nothing running.
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True)
     valid = [line.split()[2] for line in run.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG")]
     if run.returncode != 0 or not valid:
         raise ArtifactError(f"{artifact.label}: BAD or unverifiable signature {signature} "

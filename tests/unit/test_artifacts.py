@@ -242,6 +242,8 @@ def test_gpg_verify_accepts_a_good_signature_and_refuses_a_bad_one(tmp_path):
     release = tmp_path / "r.tar.gz"
     release.write_bytes(CONTENT)
     subprocess.run([*gpg, "--armor", "--detach-sign", str(release)], check=True, capture_output=True)
+    # Key generation and signing started an agent for this keyring: stop it.
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
     a = make_artifact()
     assert artifacts.gpg_verify(key, Path(str(release) + ".asc"), release, a).startswith("signature verified")
     release.write_bytes(CONTENT + b"x")
