@@ -376,6 +376,9 @@ def check_signature(artifact: Artifact, path: Path, mirror: str | None, signing_
     return gpg_verify(Path(signing_key).expanduser(), signature, path, artifact)
 
 
+GPG_TIMEOUT_S = 60
+
+
 def gpg_verify(key_file: Path, signature: Path, path: Path, artifact: Artifact) -> str:
     """`gpg --verify` in a throw-away keyring holding only the data's key file."""
     if not key_file.is_file():
@@ -383,11 +386,14 @@ def gpg_verify(key_file: Path, signature: Path, path: Path, artifact: Artifact) 
                             "(data `artifact_signing_keys`)")
     with tempfile.TemporaryDirectory(prefix="assotic-gpg-") as home:
         base = ["gpg", "--batch", "--no-tty", "--homedir", home]
-        subprocess.run([*base, "--import", str(key_file)], check=True, capture_output=True)
+        # Bounded: a gpg waiting on an agent must not hang a deploy.
+        subprocess.run([*base, "--import", str(key_file)], check=True, capture_output=True,
+                       timeout=GPG_TIMEOUT_S)
         run = subprocess.run([*base, "--status-fd", "1", "--verify", str(signature), str(path)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, timeout=GPG_TIMEOUT_S)
         # gpg may have started an agent for this throw-away keyring: leave nothing running.
-        subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True)
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True,
+                       timeout=GPG_TIMEOUT_S)
     valid = [line.split()[2] for line in run.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG")]
     if run.returncode != 0 or not valid:
         raise ArtifactError(f"{artifact.label}: BAD or unverifiable signature {signature} "

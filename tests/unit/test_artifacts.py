@@ -236,14 +236,14 @@ def test_gpg_verify_accepts_a_good_signature_and_refuses_a_bad_one(tmp_path):
     home.mkdir(mode=0o700)
     gpg = ["gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback", "--passphrase", ""]
     subprocess.run([*gpg, "--quick-gen-key", "release@example.org", "ed25519", "sign", "never"],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, timeout=60)
     key = tmp_path / "key.asc"
-    key.write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True).stdout)
+    key.write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True, timeout=60).stdout)
     release = tmp_path / "r.tar.gz"
     release.write_bytes(CONTENT)
-    subprocess.run([*gpg, "--armor", "--detach-sign", str(release)], check=True, capture_output=True)
+    subprocess.run([*gpg, "--armor", "--detach-sign", str(release)], check=True, capture_output=True, timeout=60)
     # Key generation and signing started an agent for this keyring: stop it.
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=60)
     a = make_artifact()
     assert artifacts.gpg_verify(key, Path(str(release) + ".asc"), release, a).startswith("signature verified")
     release.write_bytes(CONTENT + b"x")
