@@ -1,7 +1,8 @@
 """roles/bbb: BigBlueButton on a host of its own (group `bbb`), with SIP dial-in.
 
 What bbb-install does, as pyinfra operations, with the version line pinned in data
-(`bbb_version`, default jammy-300): BBB's package repository and key, its packages, the
+(`bbb_version`, default jammy-300): the repositories bbb-install adds for that version
+(repositories.py: PPAs, NodeSource, MongoDB, Docker, BBB's own), their keys, the packages, the
 host name (`bbb-conf --setip`, once), a Let's Encrypt certificate through BBB's nginx
 webroot, then every local setting where BBB's upgrades keep it (/etc/bigbluebutton/:
 bbb-web.properties, turn-stun-servers.xml, bbb-conf/apply-config.sh) and the dial-in
@@ -40,19 +41,15 @@ from .model import (
     APPLY_CONFIG,
     DEFAULTS,
     FREESWITCH_GROUP,
-    KEY_URL,
-    KEYRING,
     NGINX_SITE,
     PACKAGES,
     RECORDING_YML,
-    SOURCES_LIST,
     TURN_XML,
     WEB_PROPERTIES,
     BbbDataError,
     BbbSettings,
     TurnServer,
     apply_config,
-    apt_source_line,
     certbot_command,
     dialplan_path,
     gateway_path,
@@ -65,6 +62,7 @@ from .model import (
     web_properties,
 )
 from .model import bbb_openings as _openings
+from .repositories import apt_sources, key_install_command, upstream_packages
 
 __all__ = ["BbbDataError", "BbbSettings", "bbb_openings", "bigbluebutton", "check_requirements",
            "nextcloud_integration", "turn_servers_of"]
@@ -115,14 +113,19 @@ def bigbluebutton(secrets: Any, turn_servers: list[TurnServer]) -> None:
 
 def install(settings: BbbSettings) -> None:
     files.directory(name="Create /etc/apt/keyrings", path="/etc/apt/keyrings", mode="0755")
-    # Fetched once, over HTTPS, and NOT pinned to a checksum or fingerprint yet (we could not
-    # reach it to read one): docs/bbb.md lists it under what is still to do.
-    files.download(name=f"Download BigBlueButton's signing key to {KEYRING}", src=KEY_URL,
-                   dest=KEYRING, mode="0644")
-    source = put_text(SOURCES_LIST, apt_source_line(settings) + "\n")
-    apt.update(name="Update apt lists for BigBlueButton", _if=source.did_change)
-    apt.packages(name=f"Install BigBlueButton {settings.version}", packages=list(PACKAGES),
-                 update=True, cache_time=86400)
+    # bbb-install's repositories for this version (repositories.py, docs/bbb.md): each key
+    # fetched once, checked against its pin where one is known, then the source file.
+    changed = []
+    for source in apt_sources(settings.version):
+        if host.get_fact(File, path=source.keyring) is None:
+            changed.append(server.shell(
+                name=f"Fetch and check the signing key of {source.name} into {source.keyring}",
+                commands=[key_install_command(source)]))
+        changed.append(put_text(source.list_path, source.line + "\n"))
+    apt.update(name="Update apt lists (a repository or its key changed)", _if=any_changed(*changed))
+    apt.packages(name=f"Install what bbb-install installs before BigBlueButton {settings.version}",
+                 packages=list(upstream_packages(settings.version)))
+    apt.packages(name=f"Install BigBlueButton {settings.version}", packages=list(PACKAGES))
     # bbb-conf --setip sets the host name everywhere BBB keeps it; once, like bbb-install.
     if not host.get_fact(FindInFile, path=RECORDING_YML, pattern=settings.domain):
         server.shell(name=f"Set BigBlueButton's host name {settings.domain} (bbb-conf --setip)",

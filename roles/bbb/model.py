@@ -1,8 +1,8 @@
 """The BigBlueButton role's data and every file it renders. Pure: no pyinfra host access.
 
 Facts followed (docs.bigbluebutton.org and bbb-install, v3.0.x-release):
-- packages come from https://ubuntu.bigbluebutton.org/<version> (suite bigbluebutton-<codename>),
-  signed by the key at /repo/bigbluebutton.asc; bbb-install needs >= 4 cores and ~4 GB;
+- packages come from https://ubuntu.bigbluebutton.org/<version> (suite bigbluebutton-<codename>)
+  and the other repositories bbb-install adds (repositories.py); it needs >= 4 cores, ~4 GB;
 - local settings survive upgrades in /etc/bigbluebutton/ (bbb-web.properties overrides,
   turn-stun-servers.xml, bbb-conf/apply-config.sh, run by `bbb-conf --restart`);
 - dial-in: a gateway in /opt/freeswitch/conf/sip_profiles/external/<provider>.xml (context
@@ -23,10 +23,6 @@ from assotic.sip import BBB_VERSIONS, DEFAULT_BBB_VERSION, SipDialIn, sip_proble
 from roles.base.model import Opening
 from roles.standin.render import render
 
-PACKAGE_REPOSITORY = "https://ubuntu.bigbluebutton.org"
-KEY_URL = f"{PACKAGE_REPOSITORY}/repo/bigbluebutton.asc"
-KEYRING = "/etc/apt/keyrings/bigbluebutton.asc"
-SOURCES_LIST = "/etc/apt/sources.list.d/bigbluebutton.list"
 PACKAGES = ("bigbluebutton", "bbb-html5")
 ETC = "/etc/bigbluebutton"
 WEB_PROPERTIES = f"{ETC}/bbb-web.properties"
@@ -154,11 +150,6 @@ def bbb_openings(settings: BbbSettings) -> list[Opening]:
 
 
 # -- Files -----------------------------------------------------------------------------------
-
-
-def apt_source_line(settings: BbbSettings) -> str:
-    return (f"deb [signed-by={KEYRING}] {PACKAGE_REPOSITORY}/{settings.version} "
-            f"bigbluebutton-{settings.codename} main")
 
 
 def properties_escape(value: str) -> str:

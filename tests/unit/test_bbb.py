@@ -12,7 +12,7 @@ from fake_facts import FakeHost
 
 from assotic import preflight, sip
 from assotic.preflight import InventoryView
-from roles.bbb import model
+from roles.bbb import model, repositories
 from roles.bbb.model import BbbDataError, BbbSettings, TurnServer
 
 PASSWORD = "pw&<provider>\"x"
@@ -195,10 +195,131 @@ def test_apply_config_passes_bash_syntax_check():
     assert "enableUFWRules" not in text  # the firewall is assotic's nftables
 
 
-def test_apt_source_follows_the_version_line():
-    assert model.apt_source_line(settings()) == ("deb [signed-by=/etc/apt/keyrings/bigbluebutton.asc] "
-                                                 "https://ubuntu.bigbluebutton.org/jammy-300 bigbluebutton-jammy main")
-    assert "noble-400 bigbluebutton-noble" in model.apt_source_line(settings(bbb_version="noble-400"))
+JAMMY_LINES = {
+    "rmescandon-yq": "deb [signed-by=/etc/apt/keyrings/rmescandon-yq.gpg] "
+                     "https://ppa.launchpadcontent.net/rmescandon/yq/ubuntu jammy main",
+    "bigbluebutton-support": "deb [signed-by=/etc/apt/keyrings/bigbluebutton-support.gpg] "
+                             "https://ppa.launchpadcontent.net/bigbluebutton/support/ubuntu jammy main",
+    "martin-uni-mainz-coturn": "deb [signed-by=/etc/apt/keyrings/martin-uni-mainz-coturn.gpg] "
+                               "https://ppa.launchpadcontent.net/martin-uni-mainz/coturn/ubuntu jammy main",
+    "nodesource": "deb [signed-by=/etc/apt/keyrings/nodesource.gpg] "
+                  "https://deb.nodesource.com/node_18.x nodistro main",
+    "mongodb-org-6.0": "deb [arch=amd64,arm64 signed-by=/etc/apt/keyrings/mongodb-org-6.0.gpg] "
+                       "https://repo.mongodb.org/apt/ubuntu jammy/mongodb-org/6.0 multiverse",
+    "docker": "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.gpg] "
+              "https://download.docker.com/linux/ubuntu jammy stable",
+    "bigbluebutton": "deb [signed-by=/etc/apt/keyrings/bigbluebutton.gpg] "
+                     "https://ubuntu.bigbluebutton.org/jammy-300 bigbluebutton-jammy main",
+}
+NOBLE_LINES = {
+    "nodesource": "deb [signed-by=/etc/apt/keyrings/nodesource.gpg] "
+                  "https://deb.nodesource.com/node_22.x nodistro main",
+    "docker": "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.gpg] "
+              "https://download.docker.com/linux/ubuntu noble stable",
+    "bigbluebutton": "deb [signed-by=/etc/apt/keyrings/bigbluebutton.gpg] "
+                     "https://ubuntu.bigbluebutton.org/noble-400 bigbluebutton-noble main",
+}
+
+
+@pytest.mark.parametrize("version, lines", [("jammy-300", JAMMY_LINES), ("noble-400", NOBLE_LINES)])
+def test_every_repository_of_bbb_install_renders_its_line(version, lines):
+    sources = repositories.apt_sources(version)
+    assert {s.name: s.line for s in sources} == lines
+    assert sources[-1].name == "bigbluebutton"  # BBB's own last: it depends on the others
+    for source in sources:
+        assert source.list_path == f"/etc/apt/sources.list.d/{source.name}.list"
+        assert source.key_url.startswith("https://")
+
+
+def test_a_pinned_release_keeps_its_repository_path():
+    bbb = repositories.apt_sources("jammy-300-3.0.10")[-1]
+    assert bbb.url == "https://ubuntu.bigbluebutton.org/jammy-300-3.0.10"
+
+
+def test_pins_are_the_published_ones_and_the_gaps_are_known():
+    pins = {s.name: s.key_fingerprint for s in repositories.apt_sources("jammy-300")}
+    assert pins["docker"] == "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
+    assert pins["nodesource"] == "6F71F525282841EEDAF851B42F59B5F99B1BE0B4"
+    assert pins["mongodb-org-6.0"] == "39BD841E4BE5FB195A65400E6A26B1AE64C3C388"
+    assert pins["bigbluebutton-support"] == "2E1B01D0E95B94BC"  # long key id only
+    assert {n for n, pin in pins.items() if pin is None} == {"bigbluebutton", "rmescandon-yq"}
+    with pytest.raises(ValueError, match="40 or 16"):
+        repositories.AptSource("x", "https://x", "s", "main", "https://x/key", "CC86BB64")
+
+
+def colons(*primaries, subkey="1111111111111111111111111111111111111111"):
+    out = []
+    for fpr in primaries:
+        out += ["pub:-:4096:1:" + fpr[-16:] + ":1:::-:::scESC::::::23::0:", f"fpr:::::::::{fpr}:",
+                "uid:-::::1::X::Someone <x@example.org>::::::::::0:",
+                "sub:-:4096:1:" + subkey[-16:] + ":1::::::e::::::23:", f"fpr:::::::::{subkey}:"]
+    return "\n".join(out) + "\n"
+
+
+DOCKER = next(s for s in repositories.apt_sources("jammy-300") if s.name == "docker")
+SUPPORT_PPA = next(s for s in repositories.apt_sources("jammy-300") if s.name == "bigbluebutton-support")
+BBB_SOURCE = repositories.apt_sources("jammy-300")[-1]
+
+
+def test_the_pinned_key_is_accepted_subkeys_ignored():
+    assert repositories.primary_fingerprints(colons(DOCKER.key_fingerprint)) == [DOCKER.key_fingerprint]
+    assert repositories.key_refusal(DOCKER, colons(DOCKER.key_fingerprint)) is None
+    repositories.check_key(DOCKER, colons(DOCKER.key_fingerprint))
+    assert repositories.key_refusal(SUPPORT_PPA, colons("0" * 24 + "2E1B01D0E95B94BC")) is None
+
+
+def test_a_key_whose_fingerprint_does_not_match_is_refused():
+    other = "AAAA" * 10
+    with pytest.raises(repositories.KeyRefused, match=f"docker: .* holds {other}, expected only 9DC8"):
+        repositories.check_key(DOCKER, colons(other))
+    # the right key plus a stranger slipped in: refused too
+    assert "holds " + other in repositories.key_refusal(DOCKER, colons(DOCKER.key_fingerprint, other))
+    assert repositories.key_refusal(SUPPORT_PPA, colons(other)) is not None
+    assert "no OpenPGP key" in repositories.key_refusal(DOCKER, "")
+    # no pin: any key is taken (an open risk in docs/bbb.md), but not an empty download
+    assert repositories.key_refusal(BBB_SOURCE, colons(other)) is None
+    assert repositories.key_refusal(BBB_SOURCE, "") is not None
+
+
+@pytest.fixture(scope="module")
+def throwaway_key(tmp_path_factory):
+    """An armored public key made for the test, and its fingerprint."""
+    if shutil.which("gpg") is None or shutil.which("curl") is None:
+        pytest.skip("gpg or curl missing")
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    gpg = ["timeout", "60", "gpg", "--batch", "--no-tty", "--homedir", str(home)]
+    try:
+        subprocess.run(gpg + ["--passphrase", "", "--quick-gen-key", "Test <t@example.org>",
+                              "ed25519", "sign", "never"], check=True, capture_output=True)
+        armored = subprocess.run(gpg + ["--armor", "--export"], check=True, capture_output=True).stdout
+        listing = subprocess.run(gpg + ["--with-colons", "--list-keys"], check=True,
+                                 capture_output=True, text=True).stdout
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
+    key = home / "key.asc"
+    key.write_bytes(armored)
+    return key, repositories.primary_fingerprints(listing)[0]
+
+
+@pytest.mark.parametrize("pinned", ["same", "other", "none"])
+def test_the_key_install_command_checks_like_key_refusal(throwaway_key, tmp_path, monkeypatch, pinned):
+    key, fpr = throwaway_key
+    monkeypatch.setattr(repositories, "KEYRINGS", str(tmp_path))
+    pin = {"same": fpr, "other": "AAAA" * 10, "none": None}[pinned]
+    source = repositories.AptSource("test", "https://x", "s", "main", f"file://{key}", pin)
+    result = subprocess.run(["sh", "-c", repositories.key_install_command(source)],
+                            capture_output=True, text=True, timeout=120)
+    keyring = tmp_path / "test.gpg"
+    if pinned == "other":
+        assert result.returncode != 0 and "key refused" in result.stderr
+        assert not keyring.exists()
+    else:
+        assert result.returncode == 0, result.stderr
+        assert keyring.read_bytes()[:1] != b"-"  # binary, as a .gpg keyring must be
+        shown = subprocess.run(["gpg", "--show-keys", "--with-colons", str(keyring)],
+                               capture_output=True, text=True, env={"GNUPGHOME": str(tmp_path)})
+        assert repositories.primary_fingerprints(shown.stdout) == [fpr]
 
 
 # -- requirements (prepare time) -----------------------------------------------------------------
@@ -256,8 +377,11 @@ def plan_names(fake: FakeHost):
 def test_first_deploy_plan_on_fake_ubuntu():
     ops, names = plan_names(bbb_host())
     expected_order = [
-        "Download BigBlueButton's signing key to /etc/apt/keyrings/bigbluebutton.asc",
-        "Render /etc/apt/sources.list.d/bigbluebutton.list",
+        *[step for source in repositories.apt_sources("jammy-300") for step in (
+            f"Fetch and check the signing key of {source.name} into {source.keyring}",
+            f"Render {source.list_path}")],
+        "Update apt lists (a repository or its key changed)",
+        "Install what bbb-install installs before BigBlueButton jammy-300",
         "Install BigBlueButton jammy-300",
         "Set BigBlueButton's host name meet.example.org (bbb-conf --setip)",
         "Request a certificate for meet.example.org from https://acme-v02.api.letsencrypt.org/directory",
@@ -279,6 +403,44 @@ def test_first_deploy_plan_on_fake_ubuntu():
     for op in ops:  # secrets travel in uploaded files only, never in a command line
         for secret in (PASSWORD, API_SECRET, TURN_SECRET):
             assert all(secret not in c for c in op.commands), op.name
+
+
+def test_first_deploy_checks_each_pinned_key_before_trusting_it():
+    ops, names = plan_names(bbb_host())
+    by_name = {n: op for n, op in zip(names, ops)}
+    fetch = by_name["Fetch and check the signing key of docker into /etc/apt/keyrings/docker.gpg"]
+    assert "--show-keys --with-colons" in fetch.commands[0]
+    assert "9DC858229FC7DD38854AE2D88D81803C0EBFCD88$" in fetch.commands[0]
+    source = by_name["Render /etc/apt/sources.list.d/mongodb-org-6.0.list"]
+    assert "apt-get install" not in " ".join(source.commands)
+    install = by_name["Install what bbb-install installs before BigBlueButton jammy-300"]
+    assert any("nodejs" in c and "mongodb-org" in c and "docker-ce" in c for c in install.commands)
+
+
+def second_run_facts(version="jammy-300"):
+    """A host where a first deploy went through: keyrings there, source files as rendered."""
+    import hashlib
+
+    lists = {s.list_path: (hashlib.sha1((s.line + "\n").encode()).hexdigest(), "root", "root", 0o644)
+             for s in repositories.apt_sources(version)}
+    return {("FolderFiles", (("folder", "/etc/apt/sources.list.d"),)): lists,
+            ("Directory", (("path", "/etc/apt/keyrings"),)): {"mode": 755, "user": "root", "group": "root"},
+            **{("File", (("path", s.keyring),)): {"mode": 644, "user": "root", "group": "root"}
+               for s in repositories.apt_sources(version)}}
+
+
+@pytest.mark.parametrize("version", ["jammy-300", "noble-400"])
+def test_second_deploy_adds_and_refreshes_no_repository(version):
+    facts = second_run_facts(version)
+    if version == "noble-400":
+        facts["LinuxDistribution"] = {"name": "Ubuntu", "major": 24, "release_meta": {"VERSION_ID": "24.04"}}
+    ops, names = plan_names(bbb_host(facts, bbb_version=version))
+    assert not [n for n in names if "signing key" in n or n.startswith("Render /etc/apt/")]
+    by_name = {n: op for n, op in zip(names, ops)}
+    update = by_name["Update apt lists (a repository or its key changed)"]
+    condition = update.global_arguments["_if"]
+    assert callable(condition) and condition() is False  # apt update is skipped
+    assert by_name["Create /etc/apt/keyrings"].commands == []
 
 
 def test_second_deploy_plan_skips_setip_and_certificate():
