@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
+from assotic.templating import template_environment
 
 from assotic.needs import BackupSpec
 from assotic.tenants import Tenant
@@ -242,14 +242,7 @@ def backup_context(host_name: str, data: Any, secrets: Any = None) -> BackupCont
     )
 
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_environment = template_environment(TEMPLATES_DIR)
 _environment.filters["basename"] = lambda path: Path(path).name
 _environment.filters["q"] = shlex.quote
 

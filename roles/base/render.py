@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
+from assotic.templating import template_environment
 
 from .model import BaseSettings, Opening
 
@@ -56,14 +56,7 @@ class BaseContext:
     max_auth_tries: int = SSH_MAX_AUTH_TRIES
 
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_environment = template_environment(TEMPLATES_DIR)
 
 
 def render(template_name: str, context: BaseContext) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
+from assotic.templating import template_environment
 
 from assotic.needs import Vhost
 from roles.base import Opening
@@ -162,14 +162,7 @@ class NginxContext:
     snippets: dict[str, str] = field(default_factory=dict)
 
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_environment = template_environment(TEMPLATES_DIR)
 
 # Files every web host gets, besides one per vhost.
 HTTP_CONF = "/etc/nginx/conf.d/assotic-http.conf"

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
+from assotic.templating import template_environment
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.facts.files import FindFiles
@@ -174,14 +174,7 @@ def extension_package(extension: str, version: str) -> str:
     return f"php{version}-{extension}"
 
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_environment = template_environment(TEMPLATES_DIR)
 
 
 # -- pure functions ---------------------------------------------------------------------

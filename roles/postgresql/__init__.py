@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
-import jinja2
+from assotic.templating import template_environment
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import LinuxDistribution
@@ -58,14 +58,7 @@ SCRAM_ITERATIONS = 4096
 SCRAM_SALT_BYTES = 16
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_environment = template_environment(TEMPLATES_DIR)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
+from assotic.templating import template_environment
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import apt, files, server, systemd
@@ -42,14 +42,7 @@ DEFAULTS = {
 MAXMEMORY = re.compile(r"\d+(kb|mb|gb)?", re.I)
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_environment = template_environment(TEMPLATES_DIR)
 
 
 @dataclass(frozen=True)

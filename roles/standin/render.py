@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jinja2
+from assotic.templating import template_environment
 
 TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"
 
@@ -33,14 +33,7 @@ def php_literal(value: Any) -> str:
     raise TypeError(f"no PHP literal for {type(value).__name__}")
 
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_ROOT),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_environment = template_environment(TEMPLATES_ROOT)
 _environment.filters["php"] = php_literal
 _environment.filters["json"] = lambda v: json.dumps(v, sort_keys=True)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import jinja2
+from assotic.templating import template_environment
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files, systemd
@@ -33,14 +33,7 @@ MARKER = "# assotic-timer: managed by roles/timers"
 UNIT_NAME = re.compile(r"assotic-[a-z0-9_-]+")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_environment = template_environment(TEMPLATES_DIR)
 
 
 class ManagedTimerUnits(FactBase[list]):
