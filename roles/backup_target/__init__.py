@@ -52,12 +52,19 @@ class Client:
         return f"{self.chroot}/repo"
 
 
-def clients_of(target_name: str, hosts: list[tuple[str, Any]], secrets: Any) -> list[Client]:
-    """The hosts (name, data) whose backup_target names `target_name`, with their keys."""
+def clients_of(target_name: str, hosts: list[tuple[str, Any, Any]], secrets: Any) -> list[Client]:
+    """The backed-up hosts (name, groups, data) whose backup_target names `target_name`.
+
+    Only hosts of the backed-up groups have a backup key (preflight.platform_secret_names):
+    a host of another group that inherits a backup_target from group data is not a client.
+    """
+    from assotic.preflight import BACKED_UP_GROUPS
     from roles.backup.sshkey import public_key_line
 
     found = []
-    for name, data in hosts:
+    for name, groups, data in hosts:
+        if not set(groups) & set(BACKED_UP_GROUPS):
+            continue
         target = knob(data, "backup_target")
         if isinstance(target, dict) and target.get("host") == target_name and name != target_name:
             key = public_key_line(secrets.get(f"hosts/{name}/backup_ssh_key"), f"assotic-backup@{name}")
@@ -87,11 +94,8 @@ def backup_target() -> None:
 
     from roles.remote_files import install_validated, put_text
 
-    from assotic.preflight import BACKED_UP_GROUPS
-
-    # Only hosts that are backed up have a backup key (preflight.platform_secret_names).
-    backed_up = [(h.name, h.data) for h in inventory if set(h.groups) & set(BACKED_UP_GROUPS)]
-    clients = clients_of(host.name, backed_up, host.data.platform.secrets)
+    clients = clients_of(host.name, [(h.name, h.groups, h.data) for h in inventory],
+                         host.data.platform.secrets)
     if not clients:
         host.noop(f"{host.name}: no inventory host names it as backup_target.host: no account")
     server.group(name=f"Create group {GROUP}", group=GROUP, system=True)

@@ -125,8 +125,10 @@ def test_ssh_key_is_derived_stably_and_matches_its_public_key(tmp_path):
 
 
 def test_backup_target_accounts_are_restricted():
-    hosts = [("web-1", SFTP), ("web-2", {"backup_target": {"host": "elsewhere", "address": "x"}}),
-             ("backup-1", SFTP)]
+    hosts = [("web-1", {"web"}, SFTP),
+             ("web-2", {"web"}, {"backup_target": {"host": "elsewhere", "address": "x"}}),
+             ("turn-1", {"turn"}, SFTP),  # not backed up: no key, not a client
+             ("backup-1", {"backup"}, SFTP)]
     clients = backup_target.clients_of("backup-1", hosts, FakeSecrets())
     assert [c.account for c in clients] == ["restic-web-1"]
     assert backup_target.authorized_keys(clients[0]).startswith("restrict ssh-ed25519 ")

@@ -60,8 +60,9 @@ def test_status_fresh_after_a_run(host, jobs):
 
 @pytest.mark.hosts_in("backup")
 def test_backup_accounts_are_sftp_only_and_chrooted(host, pyinfra_host):
-    clients = backup_target.clients_of(pyinfra_host.name, [(h.name, h.data) for h in pyinfra_host.inventory],
-                                       pyinfra_host.data.platform.secrets)
+    clients = backup_target.clients_of(
+        pyinfra_host.name, [(h.name, h.groups, h.data) for h in pyinfra_host.inventory],
+        pyinfra_host.data.platform.secrets)
     assert clients, "no backed-up host names this target"
     for client in clients:
         user = host.user(client.account)
