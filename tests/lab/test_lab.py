@@ -79,6 +79,20 @@ def test_second_deploy_changes_nothing(second_deploy):
     assert not_idempotent == {}, f"operations that changed on the second run: {not_idempotent}"
 
 
+def secrets_printed(output: str) -> list[str]:
+    """Names of the lab store's secrets whose value appears in `output`."""
+    from assotic.lab import SECRETS_KEY, SECRETS_STORE
+    from assotic.secrets_store import SecretStore
+
+    store = SecretStore.open(SECRETS_STORE, SECRETS_KEY)
+    return [name for name in store.names() if store.get(name) in output]
+
+
+def test_no_secret_is_printed_by_a_deploy(first_deploy, second_deploy):
+    """The first deploy sets every password (databases, Redis, admins, backups): none may show."""
+    assert secrets_printed(first_deploy + second_deploy) == []
+
+
 def test_drift_on_a_host_is_seen_and_repaired(second_deploy):
     """The idempotence check can fail: edit a managed file by hand, the next deploy must change it."""
     drifted = LAB_HOSTS[0]
