@@ -103,7 +103,8 @@ def lab():
 def drill_data(lab):
     """Files, PostgreSQL rows and SQLite rows that the drill must bring back."""
     sh(WEB, f"""
-install -d -o nextcloud_{TENANT} -g nextcloud_{TENANT} -m 0750 {NC_HOME}/data/drill/sub
+# Both folders named: install -d makes missing parents 0755 whatever the umask.
+install -d -o nextcloud_{TENANT} -g nextcloud_{TENANT} -m 0750 {NC_HOME}/data/drill {NC_HOME}/data/drill/sub
 for i in 1 2 3; do head -c $((i * 300000)) /dev/urandom > {NC_HOME}/data/drill/file-$i.bin; done
 echo 'compte rendu de l AG' > {NC_HOME}/data/drill/sub/notes.txt
 chown -R nextcloud_{TENANT}:nextcloud_{TENANT} {NC_HOME}/data/drill
