@@ -22,13 +22,26 @@ VENV_BIN = Path(sys.executable).parent
 INVENTORY = "inventory/lab.py"
 
 
+def error_excerpt(output: str, before: int = 12, limit: int = 6000) -> str:
+    """The lines around each error pyinfra printed (the failed command and its stderr come
+    just before its `Error:` line), so a CI log that keeps only the assertion shows the cause."""
+    lines = output.splitlines()
+    keep: list[int] = []
+    for index, line in enumerate(lines):
+        if "Error" in line or "error:" in line:
+            keep.extend(range(max(0, index - before), index + 1))
+    picked = "\n".join(lines[i] for i in sorted(set(keep)))
+    return picked[:limit]
+
+
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run from the repo root, echo the output into the test log, keep it for assertions."""
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     print(f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}")
     if check:
-        assert result.returncode == 0, f"{' '.join(command)} exited {result.returncode}:\n" \
-            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, f"{' '.join(command)} exited {result.returncode}.\n" \
+            f"Errors it printed:\n{error_excerpt(output)}\n\nIts last lines:\n{output[-3000:]}"
     return result
 
 

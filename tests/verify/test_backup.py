@@ -44,7 +44,8 @@ def test_timers_active_at_their_stable_times(host, pyinfra_host, data, jobs):
 @pytest.mark.hosts_in("web")
 def test_repository_answers(host, jobs):
     probe = f'. {backup.LIB_PATH} && "${{RESTIC[@]}}" cat config >/dev/null'
-    assert host.run(f"bash -c '{probe}'").rc == 0
+    result = host.run(f"bash -c '{probe}'")
+    assert result.rc == 0, result.stderr
 
 
 @pytest.mark.hosts_in("web")
