@@ -91,6 +91,9 @@ restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [
 	$(PY) -m assotic.restore --inventory $(INVENTORY) --tenant "$(TENANT)" --snapshot "$(or $(SNAPSHOT),latest)" \
 		$(if $(APP),--app "$(APP)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
+drill: $(VENV)/.installed ## Restore drill: latest snapshot of each association (or TENANT=) into a throw-away lab host; age + restore time (drill/results.json)
+	$(PY) -m assotic.drill --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(KEEP),--keep)
+
 bench: $(VENV)/.installed ## Measure converge/no-op times and idle RSS for 1 and 10 associations (bench/results.json)
 	$(PY) -m assotic.bench
 

@@ -138,7 +138,8 @@ jq -cn --argjson snap "${{snap:-null}}" --argjson exists $exists --argjson live 
 
 def restore_script(spec: BackupSpec, snapshot_id: str) -> str:
     inst, stage = spec.instance, staging_dir(spec)
-    lines = [f'"${{R[@]}}" restore {snapshot_id} --target "$W/tree" >&2']
+    # --verify: restic reads every restored file back and compares it with the snapshot.
+    lines = [f'"${{R[@]}}" restore {snapshot_id} --target "$W/tree" --verify >&2']
     for path in spec.paths:
         lines += [
             f'if [ -d "$W/tree{path}" ]; then',
@@ -211,8 +212,10 @@ def age(snapshot_time: str) -> str:
 
 
 def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: str | None,
-            force: bool, dry_run: bool, out=sys.stdout) -> list[dict]:
-    inventory = load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
+            force: bool, dry_run: bool, out=sys.stdout, target=None, inventory=None) -> list[dict]:
+    """Restore; `target` (an object with .name and pyinfra-style SSH .data) replaces the
+    inventory host --to names: the drill restores onto a throw-away host of no inventory."""
+    inventory = inventory or load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
     any_host = next(iter(inventory))
     platform = any_host.data.platform
     tenants = {t.slug: t for t in platform.tenants}
@@ -226,8 +229,8 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
     results = []
     plans: list[Plan] = []
     for name, (source, spec) in specs.items():
-        to_name = to or source
-        to_host = inventory.get_host(to_name)
+        to_name = target.name if target is not None else to or source
+        to_host = target if target is not None else inventory.get_host(to_name)
         if to_host is None:
             raise RestoreError(f"no host {to_name!r} in {inventory_file}")
         setup = repository_setup(source, inventory.get_host(source).data, platform.secrets)
@@ -267,7 +270,8 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
     for p in plans:
         start = time.monotonic()
         setup = repository_setup(p.source, inventory.get_host(p.source).data, platform.secrets)
-        result = run_remote(inventory.get_host(p.to), setup + restore_script(p.spec, p.snapshot["id"]))
+        to_host = target if target is not None else inventory.get_host(p.to)
+        result = run_remote(to_host, setup + restore_script(p.spec, p.snapshot["id"]))
         seconds = time.monotonic() - start
         if result.returncode != 0 or "restored" not in result.stdout:
             raise RestoreError(f"{p.app}: restore on {p.to} failed (exit {result.returncode}):\n"

@@ -4,6 +4,8 @@ The lab's sysadmin logs in with the lab key that `make lab` creates, so the
 base role's sysadmin accounts, sudo and authorized_keys are exercised for real.
 """
 
+import os
+
 from assotic.lab import SSH_KEY as _SSH_KEY
 
 _lab_public_key = _SSH_KEY.with_suffix(".pub")
@@ -54,6 +56,8 @@ def _lab_backup_target():
 
 
 # roles/backup: every lab web host backs up to backup-1 over SFTP (docs/backup.md).
-backup_target = _lab_backup_target()
+# The drill's throw-away lab (assotic/drill.py) sets ASSOTIC_LAB_NO_BACKUP=1: it only
+# receives restores.
+backup_target = None if os.environ.get("ASSOTIC_LAB_NO_BACKUP") == "1" else _lab_backup_target()
 
 __all__ = ["sysadmins", "missing_release", "acme_lab_server", "acme_directory", "backup_target"]

@@ -319,15 +319,16 @@ def backup(specs: list[BackupSpec]) -> None:
 
     secrets = host.data.platform.secrets
     context = backup_context(host.name, host.data, secrets)
+    # Installed even without a backup target: any web host can be a restore target
+    # (assotic/restore.py runs restic there), the drill's throw-away host included.
+    packages = PACKAGES + (["msmtp"] if context and context.mail_to else [])
+    apt.packages(name="Install restic and the backup tools", packages=packages, cache_time=86400,
+                 update=True)
     if context is None:
         host.noop(f"!!! {host.name}: no backup_target in data: NOTHING on this host is backed up "
                   "(docs/backup.md)")
         return
     jobs = jobs_for(specs, host.data.platform.tenants, host.name, host.data)
-
-    packages = PACKAGES + (["msmtp"] if context.mail_to else [])
-    apt.packages(name="Install restic and the backup tools", packages=packages, cache_time=86400,
-                 update=True)
     for path, mode in ((ETC_DIR, "0700"), (STATE_DIR, "0755"), (f"{STATE_DIR}/status", "0755"),
                        (f"{STATE_DIR}/staging", "0711"), (CACHE_DIR, "0700"), (LIB_DIR, "0755")):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode=mode,

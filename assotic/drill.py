@@ -1,0 +1,291 @@
+"""The scheduled restore drill (`make drill`): prove, on a throw-away machine, that the
+latest backups of each association restore and work.
+
+    python -m assotic.drill --inventory inventory/<name>.py [--tenant <slug>] [--keep]
+        [--max-age-hours 26]
+
+For the chosen associations (all by default) it:
+  1. starts a throw-away lab (slot 8: containers assotic-lab8-*, state in .lab8/) and
+     deploys there, on the drill host web-1, the apps of each association that the backups
+     hold (Nextcloud, Paheko, a Mattermost instance of its own), with the production
+     secrets (from a temporary copy of the store, so the drill never writes the real one)
+     and without backups of its own;
+  2. restores the latest snapshot of each app onto it with assotic.restore (restic checks
+     every restored file against the snapshot: `restore --verify`), reaching the production
+     backup target with the source host's read access;
+  3. checks that each app answers over HTTPS and that its database is whole;
+  4. reports, per app, the snapshot's age and how long the restore took, writes
+     drill/results.json, and removes the throw-away lab (unless --keep).
+It exits non-zero when a restore or a check fails or a snapshot is older than --max-age-hours:
+a drill that cannot restore is an alert, as a failed backup is.
+
+The production hosts are only read (their snapshots, over the backup target's SFTP
+account); nothing is written on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
+
+DRILL_SLOT = 8
+DRILL_HOST = "web-1"
+RESULTS = REPO_ROOT / "drill" / "results.json"
+# Apps the drill can stand up on its own host. A Mattermost team on a shared instance is
+# restored with its instance, not alone: the drill says it skipped it.
+DRILLED_APPS = ("nextcloud", "paheko", "mattermost")
+DEFAULT_MAX_AGE_HOURS = 26.0
+
+
+class DrillError(Exception):
+    pass
+
+
+@dataclass
+class AppResult:
+    tenant: str
+    app: str
+    snapshot: str = ""
+    snapshot_time: str = ""
+    age_hours: float | None = None
+    restore_seconds: float | None = None
+    checks: dict[str, bool] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and bool(self.checks) and all(self.checks.values())
+
+
+# --- Pure functions (unit tested) ---------------------------------------------------------
+
+
+def drill_tenant(tenant: dict, host: str = DRILL_HOST) -> tuple[dict | None, list[str]]:
+    """A tenant file's data with every drilled app moved onto the drill host.
+
+    Returns (tenant data or None when nothing is drilled, apps skipped with the reason)."""
+    apps, skipped = {}, []
+    for name, app in (tenant.get("apps") or {}).items():
+        if not isinstance(app, dict) or app.get("enabled") is False:
+            continue
+        if name not in DRILLED_APPS:
+            skipped.append(f"{name}: not restored by the drill")
+        elif name == "mattermost" and "host" not in app:
+            skipped.append("mattermost: a team on a shared instance (restore the instance)")
+        else:
+            apps[name] = {**app, "host": host}
+    if not apps:
+        return None, skipped
+    return {**tenant, "apps": apps}, skipped
+
+
+def slot_ssh_data(slot: int, host_port_offset: int, repo_root: Path = REPO_ROOT) -> SimpleNamespace:
+    """pyinfra-style SSH data of a lab host of another slot (assotic.lab reads its slot once,
+    at import, from ASSOTIC_LAB_SLOT: the drill talks to slot 8 from a process of slot 0)."""
+    lab_dir = repo_root / (".lab" if slot == 0 else f".lab{slot}")
+    return SimpleNamespace(ssh_hostname="127.0.0.1", ssh_port=2200 + 10 * slot + host_port_offset,
+                           ssh_user="root", ssh_key=str(lab_dir / "ssh" / "id_ed25519"),
+                           ssh_known_hosts_file=str(lab_dir / "ssh" / "known_hosts"),
+                           ssh_strict_host_key_checking="yes")
+
+
+def age_hours(snapshot_time: str, now: datetime | None = None) -> float:
+    from assotic.restore import snapshot_age_s
+
+    seconds = snapshot_age_s(snapshot_time) if now is None else \
+        (now - datetime.fromisoformat(snapshot_time.replace("Z", "+00:00"))).total_seconds()
+    return seconds / 3600
+
+
+def check_script(app: str, slug: str, domain: str) -> str:
+    """Bash run on the drill host after a restore: one `name=ok|fail` line per check."""
+    from assotic.needs import AppInstance
+
+    inst = AppInstance(slug, app)
+    lines = [f"code=$(curl -sk -o /dev/null -w '%{{http_code}}' --max-time 20 "
+             f"--resolve {domain}:443:127.0.0.1 https://{domain}/ || true)",
+             'if [ "${code:-0}" -ge 200 ] && [ "$code" -lt 500 ]; then echo answers=ok; '
+             'else echo "answers=fail ($code)"; fi']
+    if app in ("nextcloud", "mattermost"):
+        lines.append(f"n=$(runuser -u postgres -- psql -XtAc \"select count(*) from pg_tables "
+                     f"where schemaname='public'\" {inst.user} 2>/dev/null || echo 0)")
+        lines.append('if [ "${n:-0}" -gt 0 ]; then echo database=ok; else echo database=fail; fi')
+    if app == "paheko":
+        lines.append(f"db=$(find {inst.data_dir} -maxdepth 1 -name '*.sqlite' | head -n 1)")
+        lines.append('if [ -n "$db" ] && [ "$(sqlite3 "$db" "PRAGMA integrity_check")" = ok ]; '
+                     'then echo database=ok; else echo database=fail; fi')
+    return "\n".join(lines) + "\n"
+
+
+def parse_checks(output: str) -> dict[str, bool]:
+    checks = {}
+    for line in output.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.isidentifier():
+            checks[name] = value.startswith("ok")
+    return checks
+
+
+def report_lines(results: list[AppResult], max_age_hours: float) -> list[str]:
+    lines = [f"{'tenant':<14} {'app':<11} {'snapshot':<9} {'age':>8} {'restore':>9}  checks"]
+    for r in results:
+        age = f"{r.age_hours:.1f} h" if r.age_hours is not None else "-"
+        seconds = f"{r.restore_seconds:.1f} s" if r.restore_seconds is not None else "-"
+        checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in r.checks.items())
+        if r.age_hours is not None and r.age_hours > max_age_hours:
+            checks += f"{', ' if checks else ''}snapshot OLDER than {max_age_hours:g} h"
+        lines.append(f"{r.tenant:<14} {r.app:<11} {r.snapshot[:8]:<9} {age:>8} {seconds:>9}  "
+                     f"{r.error or checks}")
+    return lines
+
+
+def drill_passed(results: list[AppResult], max_age_hours: float) -> bool:
+    return bool(results) and all(r.ok and r.age_hours is not None and r.age_hours <= max_age_hours
+                                 for r in results)
+
+
+# --- The drill ------------------------------------------------------------------------------
+
+
+def say(message: str) -> None:
+    print(f"drill: {message}", flush=True)
+
+
+def drill_env(tenants_dir: Path, store_copy: Path, key: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ASSOTIC_CHECK_ONLY", "ASSOTIC_INVENTORY_LABEL")}
+    env.update(ASSOTIC_LAB_SLOT=str(DRILL_SLOT), ASSOTIC_TENANTS_DIR=str(tenants_dir),
+               ASSOTIC_SECRETS_FILE=str(store_copy), ASSOTIC_SECRETS_KEY=str(key),
+               # group_data/lab.py: the throw-away host makes no backups of its own.
+               ASSOTIC_LAB_NO_BACKUP="1")
+    return env
+
+
+def run(command: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        raise DrillError(f"{what} failed (exit {result.returncode}): {' '.join(command)}")
+    return result
+
+
+def tenants_dir_of_source() -> Path:
+    from assotic.preflight import tenants_dir
+
+    return tenants_dir()
+
+
+def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: float) -> int:
+    from assotic.restore import RestoreError, restore, run_remote
+    from assotic.secrets_store import default_key_path, default_store_path
+
+    source = load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
+    platform = next(iter(source)).data.platform
+    tenants = [t for t in platform.tenants if only in (None, t.slug)]
+    if not tenants:
+        raise DrillError(f"no tenant {only!r} in {inventory_file}")
+    store, key = default_store_path(), default_key_path()  # as the inventory resolved them
+    work = Path(tempfile.mkdtemp(prefix="assotic-drill-"))  # 0700
+    results: list[AppResult] = []
+    started = time.monotonic()
+    try:
+        tenants_dir = work / "tenants"
+        tenants_dir.mkdir()
+        source_dir = tenants_dir_of_source()
+        drilled: dict[str, dict] = {}
+        for t in tenants:
+            data = yaml.safe_load((source_dir / f"{t.slug}.yml").read_text())
+            moved, skipped = drill_tenant(data)
+            for reason in skipped:
+                say(f"{t.slug}: skipped {reason}")
+            if moved:
+                drilled[t.slug] = moved
+                (tenants_dir / f"{t.slug}.yml").write_text(yaml.safe_dump(moved, sort_keys=False))
+        if not drilled:
+            raise DrillError("no association has an app the drill can restore")
+        store_copy = work / "secrets.enc.json"
+        shutil.copy2(store, store_copy)
+        os.chmod(store_copy, 0o600)
+        env = drill_env(tenants_dir, store_copy, key)
+        python, pyinfra = sys.executable, str(Path(sys.executable).parent / "pyinfra")
+
+        say(f"starting the throw-away lab (slot {DRILL_SLOT}) and deploying "
+            f"{', '.join(sorted(drilled))} onto its {DRILL_HOST}")
+        run([python, "-m", "assotic.lab", "up"], env, "lab up")
+        run([pyinfra, "-y", "--limit", DRILL_HOST, "inventory/lab.py", "deploy.py"], env, "drill deploy")
+        target = SimpleNamespace(name=f"drill:{DRILL_HOST}", data=slot_ssh_data(DRILL_SLOT, 1))
+
+        for slug, moved in drilled.items():
+            for app in moved["apps"]:
+                result = AppResult(slug, app)
+                results.append(result)
+                say(f"{slug}/{app}: restoring the latest snapshot")
+                try:
+                    restored = restore(inventory_file, slug, app, "latest", None, force=True,
+                                       dry_run=False, target=target, inventory=source)
+                except RestoreError as error:
+                    result.error = f"restore failed: {str(error).splitlines()[0]}"
+                    continue
+                if not restored:
+                    result.error = "nothing restored"
+                    continue
+                r = restored[0]
+                result.snapshot, result.snapshot_time = r["snapshot"], r["snapshot_time"]
+                result.age_hours = round(age_hours(r["snapshot_time"]), 2)
+                result.restore_seconds = r["seconds"]
+                checked = run_remote(target, check_script(app, slug, moved["apps"][app]["domain"]))
+                result.checks = parse_checks(checked.stdout)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            subprocess.run([sys.executable, "-m", "assotic.lab", "down"], cwd=REPO_ROOT,
+                           env={**os.environ, "ASSOTIC_LAB_SLOT": str(DRILL_SLOT)},
+                           capture_output=True, text=True)
+
+    for line in report_lines(results, max_age_hours):
+        print(line)
+    passed = drill_passed(results, max_age_hours)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "inventory": str(inventory_file),
+        "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(time.monotonic() - started, 1),
+        "max_age_hours": max_age_hours,
+        "passed": passed,
+        "results": [vars(r) for r in results],
+    }, indent=2) + "\n")
+    say(f"{'PASSED' if passed else 'FAILED'} ({len(results)} app(s)); figures in "
+        f"{RESULTS.relative_to(REPO_ROOT)}")
+    return 0 if passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m assotic.drill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inventory", default="inventory/lab.py")
+    parser.add_argument("--tenant", help="one association (default: all)")
+    parser.add_argument("--keep", action="store_true", help="keep the throw-away lab afterwards")
+    parser.add_argument("--max-age-hours", type=float, default=DEFAULT_MAX_AGE_HOURS)
+    args = parser.parse_args(argv)
+    try:
+        return drill(args.inventory, args.tenant, args.keep, args.max_age_hours)
+    except DrillError as error:
+        print(f"drill: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""assotic/drill.py's pure parts: which apps a drill stands up, its checks and its verdict."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from assotic import drill
+
+
+def tenant(**apps):
+    return {"slug": "asso", "name": "Asso", "apps": apps}
+
+
+def test_drilled_apps_move_onto_the_drill_host_and_others_are_named():
+    moved, skipped = drill.drill_tenant(tenant(
+        nextcloud={"host": "web-3", "domain": "cloud.asso.org"},
+        paheko={"host": "web-4", "domain": "gestion.asso.org"},
+        mattermost={"instance": "shared", "team": "asso"},
+        bbb={"enabled": True}))
+    assert {name: app["host"] for name, app in moved["apps"].items()} == \
+        {"nextcloud": "web-1", "paheko": "web-1"}
+    assert moved["apps"]["nextcloud"]["domain"] == "cloud.asso.org"
+    assert any(s.startswith("mattermost: a team on a shared instance") for s in skipped)
+    assert any(s.startswith("bbb:") for s in skipped)
+
+
+def test_a_mattermost_instance_of_its_own_is_drilled_and_disabled_apps_are_not():
+    moved, _ = drill.drill_tenant(tenant(mattermost={"host": "web-2", "domain": "chat.asso.org"},
+                                         paheko={"host": "web-2", "enabled": False}))
+    assert list(moved["apps"]) == ["mattermost"]
+
+
+def test_a_tenant_with_nothing_to_drill_gives_none():
+    assert drill.drill_tenant(tenant(bbb={"enabled": True}))[0] is None
+
+
+def test_ssh_data_of_another_slot():
+    data = drill.slot_ssh_data(8, 1)
+    assert data.ssh_port == 2281 and data.ssh_key.endswith(".lab8/ssh/id_ed25519")
+    assert drill.slot_ssh_data(0, 4).ssh_known_hosts_file.endswith("/.lab/ssh/known_hosts")
+
+
+def test_checks_are_parsed_and_a_failed_one_fails_the_drill():
+    ok = drill.AppResult("asso", "paheko", snapshot="ab" * 32, age_hours=3.0, restore_seconds=4.2,
+                         checks=drill.parse_checks("noise\nanswers=ok\ndatabase=ok\n"))
+    assert ok.checks == {"answers": True, "database": True}
+    assert drill.drill_passed([ok], 26)
+    bad = drill.AppResult("asso", "nextcloud", age_hours=1.0,
+                          checks=drill.parse_checks("answers=fail (502)\ndatabase=ok\n"))
+    assert not drill.drill_passed([ok, bad], 26)
+    assert "answers FAILED" in "\n".join(drill.report_lines([bad], 26))
+
+
+def test_an_old_snapshot_or_a_failed_restore_fails_the_drill():
+    old = drill.AppResult("asso", "paheko", age_hours=30.0, checks={"answers": True})
+    assert not drill.drill_passed([old], 26)
+    assert "OLDER than 26 h" in drill.report_lines([old], 26)[1]
+    failed = drill.AppResult("asso", "paheko", error="restore failed: no snapshot")
+    assert not drill.drill_passed([failed], 26) and not drill.drill_passed([], 26)
+
+
+def test_age_in_hours():
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    assert drill.age_hours("2026-11-30T09:30:00+00:00", now) == 2.5
+
+
+def test_check_script_asks_the_right_database_of_each_app():
+    nc = drill.check_script("nextcloud", "asso", "cloud.asso.org")
+    assert "--resolve cloud.asso.org:443:127.0.0.1" in nc and "nextcloud_asso" in nc
+    pa = drill.check_script("paheko", "asso", "gestion.asso.org")
+    assert "PRAGMA integrity_check" in pa and "psql" not in pa
