@@ -16,6 +16,7 @@ import pytest
 
 from assotic.lab import LAB_HOSTS, container_name, restart_host
 from assotic.runlog import changed_operation_names, changed_operations_per_host
+from tests.lab.diagnostics import lab_diagnostics
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -41,7 +42,8 @@ def run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
     if check:
         output = result.stdout + result.stderr
         assert result.returncode == 0, f"{' '.join(command)} exited {result.returncode}.\n" \
-            f"Errors it printed:\n{error_excerpt(output)}\n\nIts last lines:\n{output[-3000:]}"
+            f"Errors it printed:\n{error_excerpt(output)}\n\nIts last lines:\n{output[-3000:]}\n\n" \
+            f"The lab hosts:\n{lab_diagnostics()}"
     return result
 
 

@@ -152,3 +152,26 @@ def test_restore_scripts_are_valid_bash_and_keep_secrets_off_argv():
 def test_snapshot_age_reads_restic_times():
     assert snapshot_age_s("2000-01-01T00:00:00.123456789+01:00") > 0
     assert snapshot_age_s("2000-01-01T00:00:00Z") > 0
+
+
+def test_init_script_shows_why_the_repository_could_not_be_read(tmp_path):
+    """restic refuses to init over an existing repository; then the read error is the cause."""
+    context = backup.backup_context("web-1", SFTP, FakeSecrets())
+    init = backup.rendered_files(context, [])[f"{backup.LIB_DIR}/init.sh"][0]
+    fake = tmp_path / "restic"
+    fake.write_text('#!/bin/sh\nif [ "$1" = cat ]; then echo "Fatal: ssh: connect to host: '
+                    'Connection timed out" >&2; exit 1; fi\necho "Fatal: config file already exists" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    lib = tmp_path / "lib.sh"
+    lib.write_text(f'set -euo pipefail\nRESTIC=({fake})\nlog() {{ echo "backup[$JOB]: $*" >&2; }}\n')
+    result = subprocess.run(["bash", "-c", init.replace(backup.LIB_PATH, str(lib))],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "config file already exists" in result.stderr
+    assert "reading the repository had failed with: Fatal: ssh: connect to host: Connection timed out" \
+        in result.stderr
+
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    result = subprocess.run(["bash", "-c", init.replace(backup.LIB_PATH, str(lib))],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "already initialised" in result.stderr
