@@ -44,7 +44,9 @@ def tenant_words(data, pyinfra_host) -> list[str]:
 
 def curl(host, url: str, resolve: str | None = None, header: str | None = None) -> tuple[int, dict, str]:
     """(status, lower-case headers, body) of one request, from the host to itself."""
-    args = ["curl", "-sk", "--max-time", "10", "-o", "/dev/stdout", "-D", "/dev/stderr"]
+    # A generous limit: this checks answers, not speed (make bench measures that); a pool's
+    # first request after a deploy may wait for a worker to start on a busy host.
+    args = ["curl", "-sk", "--max-time", "30", "-o", "/dev/stdout", "-D", "/dev/stderr"]
     if resolve:
         args += ["--resolve", resolve]
     if header:
@@ -58,6 +60,13 @@ def curl(host, url: str, resolve: str | None = None, header: str | None = None) 
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
     return status, headers, result.stdout
+
+
+def why_no_answer(host, url: str, resolve: str) -> str:
+    """curl's own error and timings for a request that got no HTTP answer (for messages)."""
+    result = host.run(shlex.join(["curl", "-sSk", "--max-time", "30", "-o", "/dev/null", "--resolve", resolve,
+                                  "-w", "http %{http_code} in %{time_total}s", url]))
+    return f"curl exit {result.rc}: {result.stderr.strip()} {result.stdout.strip()}"
 
 
 def test_nginx_is_enabled_and_running(host, vhosts):
@@ -85,8 +94,9 @@ def test_config_files_are_the_rendered_ones(host, data, settings, vhosts):
 
 def test_each_domain_answers_over_https_with_the_security_headers(host, settings, vhosts):
     for vhost in vhosts:
-        status, headers, _ = curl(host, f"https://{vhost.domain}/", resolve=f"{vhost.domain}:443:127.0.0.1")
-        assert status and status < 500, (vhost.domain, status)
+        url, resolve = f"https://{vhost.domain}/", f"{vhost.domain}:443:127.0.0.1"
+        status, headers, _ = curl(host, url, resolve=resolve)
+        assert status and status < 500, (vhost.domain, status, status or why_no_answer(host, url, resolve))
         for name, value in nginx_role.security_headers(settings):
             assert headers.get(name.lower()) == value, (vhost.domain, name)
         max_age = int(re.search(r"max-age=(\d+)", headers["strict-transport-security"]).group(1))
