@@ -63,12 +63,12 @@ class AppResult:
     snapshot_time: str = ""
     age_hours: float | None = None
     restore_seconds: float | None = None
-    checks: dict[str, bool] = field(default_factory=dict)
+    checks: dict[str, str] = field(default_factory=dict)  # name -> "ok" or "fail (why)"
     error: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.error and bool(self.checks) and all(self.checks.values())
+        return not self.error and bool(self.checks) and all(v == "ok" for v in self.checks.values())
 
 
 # --- Pure functions (unit tested) ---------------------------------------------------------
@@ -111,32 +111,46 @@ def age_hours(snapshot_time: str, now: datetime | None = None) -> float:
     return seconds / 3600
 
 
-def check_script(app: str, slug: str, domain: str) -> str:
-    """Bash run on the drill host after a restore: one `name=ok|fail` line per check."""
+def check_script(app: str, slug: str, domain: str, expected: dict[str, int]) -> str:
+    """Bash run on the drill host after a restore: one `name=ok|fail (why)` line per check.
+
+    `expected` is what the restore found in the snapshot (assotic.restore.expectations):
+    the live database must hold as many tables, and SQLite must pass its integrity check."""
     from assotic.needs import AppInstance
 
     inst = AppInstance(slug, app)
-    lines = [f"code=$(curl -sk -o /dev/null -w '%{{http_code}}' --max-time 20 "
+    lines = [f"code=$(curl -sk -o /dev/null -w '%{{http_code}}' --max-time 30 "
              f"--resolve {domain}:443:127.0.0.1 https://{domain}/ || true)",
              'if [ "${code:-0}" -ge 200 ] && [ "$code" -lt 500 ]; then echo answers=ok; '
-             'else echo "answers=fail ($code)"; fi']
-    if app in ("nextcloud", "mattermost"):
+             'else echo "answers=fail (HTTP $code)"; fi']
+    if "pg_tables" in expected:
+        want = expected["pg_tables"]
         lines.append(f"n=$(runuser -u postgres -- psql -XtAc \"select count(*) from pg_tables "
-                     f"where schemaname='public'\" {inst.user} 2>/dev/null || echo 0)")
-        lines.append('if [ "${n:-0}" -gt 0 ]; then echo database=ok; else echo database=fail; fi')
-    if app == "paheko":
+                     f"where schemaname='public'\" {inst.user} 2>/dev/null || echo none)")
+        lines.append(f'if [ "$n" = {want} ]; then echo database=ok; '
+                     f'else echo "database=fail ($n tables, the snapshot has {want})"; fi')
+    elif "sqlite_tables" in expected:
+        want = expected["sqlite_tables"]
         lines.append(f"db=$(find {inst.data_dir} -maxdepth 1 -name '*.sqlite' | head -n 1)")
-        lines.append('if [ -n "$db" ] && [ "$(sqlite3 "$db" "PRAGMA integrity_check")" = ok ]; '
-                     'then echo database=ok; else echo database=fail; fi')
+        lines.append('integrity=$(sqlite3 "$db" "PRAGMA integrity_check" 2>&1 || true)')
+        lines.append("n=$(sqlite3 \"$db\" \"select count(*) from sqlite_master where type='table'\" "
+                     "2>/dev/null || echo none)")
+        lines.append(f'if [ "$integrity" = ok ] && [ "$n" = {want} ]; then echo database=ok; '
+                     f'else echo "database=fail (integrity: $integrity; $n tables, the snapshot has {want})"; fi')
+    elif "sqlite_missing" in expected:
+        lines.append("echo 'database=fail (the snapshot holds no copy of the SQLite database)'")
+    else:
+        lines.append("echo 'database=fail (the restore reported no database)'")
     return "\n".join(lines) + "\n"
 
 
-def parse_checks(output: str) -> dict[str, bool]:
+def parse_checks(output: str) -> dict[str, str]:
+    """{"answers": "ok", "database": "fail (3 tables, the snapshot has 4)"}"""
     checks = {}
     for line in output.splitlines():
         name, sep, value = line.partition("=")
         if sep and name.isidentifier():
-            checks[name] = value.startswith("ok")
+            checks[name] = value.strip()
     return checks
 
 
@@ -145,7 +159,8 @@ def report_lines(results: list[AppResult], max_age_hours: float) -> list[str]:
     for r in results:
         age = f"{r.age_hours:.1f} h" if r.age_hours is not None else "-"
         seconds = f"{r.restore_seconds:.1f} s" if r.restore_seconds is not None else "-"
-        checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in r.checks.items())
+        checks = ", ".join(f"{k} {'ok' if v == 'ok' else 'FAILED: ' + v.removeprefix('fail').strip(' ()')}"
+                           for k, v in r.checks.items())
         if r.age_hours is not None and r.age_hours > max_age_hours:
             checks += f"{', ' if checks else ''}snapshot OLDER than {max_age_hours:g} h"
         lines.append(f"{r.tenant:<14} {r.app:<11} {r.snapshot[:8]:<9} {age:>8} {seconds:>9}  "
@@ -247,7 +262,8 @@ def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: floa
                 result.snapshot, result.snapshot_time = r["snapshot"], r["snapshot_time"]
                 result.age_hours = round(age_hours(r["snapshot_time"]), 2)
                 result.restore_seconds = r["seconds"]
-                checked = run_remote(target, check_script(app, slug, moved["apps"][app]["domain"]))
+                checked = run_remote(target, check_script(app, slug, moved["apps"][app]["domain"],
+                                                          r.get("expected", {})))
                 result.checks = parse_checks(checked.stdout)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -157,6 +157,9 @@ class BackupSpec:
     post_hooks: tuple[str, ...] = ()
     after_restore: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()  # printed by the job, e.g. "stand-in: no maintenance mode"
+    # An instance shared by several associations (a Mattermost server): its snapshots are
+    # kept as long as the most demanding of them asks. Empty: its own tenant's retention.
+    retention_of: tuple[str, ...] = ()
 
 
 @dataclass

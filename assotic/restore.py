@@ -158,6 +158,11 @@ def restore_script(spec: BackupSpec, snapshot_id: str) -> str:
             f'if [ -e "$W/tree{stage}/sqlite/{name}" ]; then',
             f"    rm -f {live} {live}-wal {live}-shm {live}-journal",
             f'    install -m 0640 -o {inst.user} -g {inst.user} "$W/tree{stage}/sqlite/{name}" {live}',
+            # What the snapshot held, for checks after the restore (the drill compares).
+            f"    echo \"expect:sqlite_tables=$(sqlite3 {live} \"select count(*) from sqlite_master "
+            f"where type='table'\")\"",
+            "else",
+            "    echo expect:sqlite_missing=1",
             "fi",
         ]
     if spec.postgres_db:
@@ -167,10 +172,22 @@ def restore_script(spec: BackupSpec, snapshot_id: str) -> str:
             f"'DROP SCHEMA IF EXISTS public CASCADE' -c 'CREATE SCHEMA public AUTHORIZATION \"{inst.user}\"' >&2",
             f"runuser -u postgres -- pg_restore --no-owner --no-privileges --role={inst.user} "
             f"--exit-on-error -d {db} < {dump} >&2",
+            f"echo \"expect:pg_tables=$(pg_restore -l {dump} | grep -cE '^[0-9]+; [0-9]+ [0-9]+ TABLE public ' "
+            f"|| true)\"",
         ]
     lines += [f"{hook} >&2" for hook in spec.after_restore]
     lines.append('echo restored')
     return "\n".join(lines) + "\n"
+
+
+def expectations(output: str) -> dict[str, int]:
+    """`expect:<name>=<number>` lines of a restore script: what the snapshot held."""
+    found = {}
+    for line in output.splitlines():
+        name, sep, value = line.removeprefix("expect:").partition("=")
+        if line.startswith("expect:") and sep and value.strip().isdigit():
+            found[name] = int(value)
+    return found
 
 
 def debian_major(pyinfra_host) -> str:
@@ -197,6 +214,16 @@ def specs_for(tenant, apps: list[str], inventory) -> dict[str, tuple[str, Backup
     return found
 
 
+def shared_instance_specs(instance, inventory) -> dict[str, tuple[str, BackupSpec]]:
+    """{"mattermost": (its host, its backup spec)} for a shared Mattermost instance."""
+    from roles import host_plan
+
+    h = inventory.get_host(instance.host)
+    backups = host_plan(instance.host, h.data, debian_major(h))[0].backups
+    found = [s for s in backups if s.instance.slug == instance.name and s.instance.app == "mattermost"]
+    return {"mattermost": (instance.host, found[0])} if found else {}
+
+
 def snapshot_age_s(snapshot_time: str) -> float:
     """Seconds since a restic snapshot time ('2026-11-30T06:12:34.123456789+01:00' or ...Z)."""
     import re
@@ -219,11 +246,18 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
     any_host = next(iter(inventory))
     platform = any_host.data.platform
     tenants = {t.slug: t for t in platform.tenants}
-    if slug not in tenants:
-        raise RestoreError(f"no tenant {slug!r} (known: {', '.join(sorted(tenants))})")
-    tenant = tenants[slug]
-    apps = [app] if app else list(tenant.apps.enabled())
-    specs = specs_for(tenant, apps, inventory)
+    # A Mattermost server shared by several associations is backed up (and restored) as one.
+    shared = {i.name: i for i in platform.mattermost if i.declared and i.name not in tenants}
+    if slug in shared:
+        if app not in (None, "mattermost"):
+            raise RestoreError(f"{slug} is a shared Mattermost instance: only APP=mattermost")
+        specs = shared_instance_specs(shared[slug], inventory)
+    elif slug in tenants:
+        tenant = tenants[slug]
+        specs = specs_for(tenant, [app] if app else list(tenant.apps.enabled()), inventory)
+    else:
+        raise RestoreError(f"no tenant or shared Mattermost instance {slug!r} "
+                           f"(known: {', '.join(sorted([*tenants, *shared]))})")
     if app and app not in specs:
         raise RestoreError(f"{slug} has no backed-up app {app!r} (backed up: {', '.join(specs) or 'none'})")
     results = []
@@ -278,7 +312,7 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
                                f"{result.stderr.strip()[-3000:]}")
         print(f"  {p.app}: restored snapshot {p.snapshot['short_id']} onto {p.to} in {seconds:.1f}s", file=out)
         results.append({"app": p.app, "snapshot": p.snapshot["id"], "snapshot_time": p.snapshot["time"],
-                        "to": p.to, "seconds": round(seconds, 1)})
+                        "to": p.to, "seconds": round(seconds, 1), "expected": expectations(result.stdout)})
     return results
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from assotic.templating import template_environment
 
 from assotic.needs import BackupSpec
-from assotic.tenants import Tenant
+from assotic.tenants import Retention, Tenant
 
 MARKER = "# assotic-backup: managed by roles/backup"
 ETC_DIR = "/etc/assotic/backup"
@@ -159,10 +159,19 @@ def sqlite_excludes(live: str) -> tuple[str, ...]:
     return (live, f"{live}-wal", f"{live}-shm", f"{live}-journal")
 
 
-def tenant_job(spec: BackupSpec, tenant: Tenant, host_name: str, data: Any) -> Job:
+def retention_for(spec: BackupSpec, by_slug: dict[str, Tenant]) -> Retention:
+    """The instance's own tenant's retention; for a shared instance, the longest of each
+    period among the associations on it (one of them may need a year of history)."""
+    if not spec.retention_of and spec.instance.slug in by_slug:
+        return by_slug[spec.instance.slug].backup.retention
+    kept = [by_slug[slug].backup.retention for slug in spec.retention_of] or [Retention()]
+    return Retention(daily=max(r.daily for r in kept), weekly=max(r.weekly for r in kept),
+                     monthly=max(r.monthly for r in kept))
+
+
+def tenant_job(spec: BackupSpec, retention: Retention, host_name: str, data: Any) -> Job:
     inst = spec.instance
     name = f"{inst.slug}-{inst.app}"
-    retention = tenant.backup.retention
     excludes = tuple(spec.excludes) + tuple(e for live in spec.sqlite for e in sqlite_excludes(live))
     return Job(
         name=name,
@@ -203,7 +212,7 @@ def host_job(host_name: str, data: Any) -> Job:
 def jobs_for(specs: list[BackupSpec], tenants: list[Tenant], host_name: str, data: Any) -> list[Job]:
     """Every nightly job of a host: one per instance, in need order, then the host itself."""
     by_slug = {t.slug: t for t in tenants}
-    jobs = [tenant_job(spec, by_slug[spec.instance.slug], host_name, data) for spec in specs]
+    jobs = [tenant_job(spec, retention_for(spec, by_slug), host_name, data) for spec in specs]
     names = [j.name for j in jobs]
     if len(names) != len(set(names)):
         raise ValueError(f"roles/backup: duplicate backup jobs {names}")
@@ -379,20 +388,3 @@ def backup(specs: list[BackupSpec]) -> None:
     if not host.get_fact(ResticRepositoryReady, lib=LIB_PATH):
         server.shell(name=f"Initialise the restic repository of {host.name} ({context.repository})",
                      commands=[f"{LIB_DIR}/init.sh"])
-
-
-# -- specs of apps whose role has not landed yet ----------------------------------------------
-
-
-def mattermost_backup(slug: str) -> BackupSpec:
-    """Mattermost (for roles/mattermost's `mattermost_needs`): its PostgreSQL database, and
-    config and data (uploaded files, plugins). Its database is dumped while it runs
-    (pg_dump is consistent); files written during the run are at worst one night newer."""
-    from assotic.needs import AppInstance
-
-    inst = AppInstance(slug, "mattermost")
-    return BackupSpec(instance=inst, paths=(inst.data_dir, inst.config_dir), postgres_db=inst.user)
-
-
-# Keyed on the app name, for app roles that hand their spec by name.
-SPEC_FOR_APP = {"mattermost": mattermost_backup}

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assotic.artifacts import Artifact
-from assotic.needs import SRV_ROOT, Database, HostNeeds, Vhost
+from assotic.needs import SRV_ROOT, BackupSpec, Database, HostNeeds, Vhost
 from assotic.tenants import Tenant
 from roles.standin import STANDIN_ROOT
 from roles.standin.render import render
@@ -103,13 +103,24 @@ def database(inst: MattermostInstance) -> Database:
 # -- Needs ---------------------------------------------------------------------------------------
 
 
+def mattermost_backup(inst: MattermostInstance) -> BackupSpec:
+    """roles/backup: the instance's database (pg_dump while it runs: a dump is consistent by
+    itself) and its config and data (uploads, plugins). A file uploaded during the run is at
+    worst in the next night's snapshot. A shared instance keeps the longest retention of the
+    associations on it."""
+    home = inst.app_instance
+    return BackupSpec(instance=home, paths=(home.data_dir, home.config_dir), postgres_db=inst.user,
+                      retention_of=inst.tenants if inst.declared else ())
+
+
 def mattermost_needs(inst: MattermostInstance, release: Artifact | None) -> HostNeeds:
     """What an instance asks of the shared roles: the same for the release and the stand-in
-    (an nginx proxy vhost to its loopback port, a PostgreSQL database)."""
+    (an nginx proxy vhost to its loopback port, a PostgreSQL database, its nightly backup)."""
     return HostNeeds(
         vhosts=[Vhost(domain=inst.domain, instance=inst.app_instance, kind="proxy",
                       upstream=inst.upstream, max_body_size=MAX_BODY_SIZE)],
         databases=[database(inst)],
+        backups=[mattermost_backup(inst)],
     )
 
 

@@ -12,7 +12,8 @@ from assotic.artifacts import Artifact
 from assotic.preflight import generated_secret_names
 from assotic.restore import plan_script, repository_setup, restore_script, snapshot_age_s
 from assotic.tenants import load_tenants
-from roles import backup, backup_target, nextcloud, paheko
+from roles import backup, backup_target, mattermost, nextcloud, paheko
+from roles.mattermost.model import MattermostInstance
 from roles.backup.sshkey import private_key_text, public_key_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +48,26 @@ def test_app_roles_hand_their_backup_specs():
     assert "maintenance:mode --off" in real_nc.post_hooks[0]
     assert real_nc.after_restore[-1].endswith("maintenance:data-fingerprint")
     assert real_pa.sqlite == ("/srv/assotic/ulap/paheko/data/association.sqlite",)
-    assert backup.SPEC_FOR_APP["mattermost"]("ulap").postgres_db == "mattermost_ulap"
+
+
+def test_mattermost_instances_are_backed_up_with_the_longest_retention_of_their_associations():
+    own = MattermostInstance("ulap", "web-1", "chat.ulap.example.org", 8100, ("ulap",), declared=False)
+    shared = MattermostInstance("chat", "web-1", "chat.example.org", 8065, ("toitcommun", "ulap"),
+                                declared=True)
+    own_spec, = mattermost.mattermost_needs(own, None).backups
+    shared_spec, = mattermost.mattermost_needs(shared, None).backups
+    assert own_spec.postgres_db == "mattermost_ulap" and own_spec.retention_of == ()
+    assert own_spec.paths == ("/srv/assotic/ulap/mattermost/data", "/srv/assotic/ulap/mattermost/config")
+    jobs = {j.name: j for j in backup.jobs_for([own_spec, shared_spec], TENANTS, "web-1", SFTP)}
+    ulap = ULAP.backup.retention
+    toit = next(t for t in TENANTS if t.slug == "toitcommun").backup.retention
+    assert (jobs["ulap-mattermost"].keep_daily, jobs["ulap-mattermost"].keep_monthly) == (ulap.daily, ulap.monthly)
+    assert jobs["chat-mattermost"].keep_daily == max(ulap.daily, toit.daily)
+    assert jobs["chat-mattermost"].keep_monthly == max(ulap.monthly, toit.monthly)
+    assert jobs["chat-mattermost"].tags[0] == "tenant:chat"
+    lonely = MattermostInstance("empty", "web-1", "x.example.org", 8066, (), declared=True)
+    job, _host = backup.jobs_for(mattermost.mattermost_needs(lonely, None).backups, TENANTS, "web-1", SFTP)
+    assert job.keep_daily == 7  # the schema's default retention
 
 
 def test_jobs_tags_retention_and_never_the_live_sqlite_file():

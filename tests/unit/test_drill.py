@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime, timezone
 
 from assotic import drill
@@ -43,16 +44,16 @@ def test_ssh_data_of_another_slot():
 def test_checks_are_parsed_and_a_failed_one_fails_the_drill():
     ok = drill.AppResult("asso", "paheko", snapshot="ab" * 32, age_hours=3.0, restore_seconds=4.2,
                          checks=drill.parse_checks("noise\nanswers=ok\ndatabase=ok\n"))
-    assert ok.checks == {"answers": True, "database": True}
+    assert ok.checks == {"answers": "ok", "database": "ok"}
     assert drill.drill_passed([ok], 26)
     bad = drill.AppResult("asso", "nextcloud", age_hours=1.0,
-                          checks=drill.parse_checks("answers=fail (502)\ndatabase=ok\n"))
+                          checks=drill.parse_checks("answers=fail (HTTP 502)\ndatabase=ok\n"))
     assert not drill.drill_passed([ok, bad], 26)
-    assert "answers FAILED" in "\n".join(drill.report_lines([bad], 26))
+    assert "answers FAILED: HTTP 502" in "\n".join(drill.report_lines([bad], 26))
 
 
 def test_an_old_snapshot_or_a_failed_restore_fails_the_drill():
-    old = drill.AppResult("asso", "paheko", age_hours=30.0, checks={"answers": True})
+    old = drill.AppResult("asso", "paheko", age_hours=30.0, checks={"answers": "ok"})
     assert not drill.drill_passed([old], 26)
     assert "OLDER than 26 h" in drill.report_lines([old], 26)[1]
     failed = drill.AppResult("asso", "paheko", error="restore failed: no snapshot")
@@ -64,8 +65,22 @@ def test_age_in_hours():
     assert drill.age_hours("2026-11-30T09:30:00+00:00", now) == 2.5
 
 
-def test_check_script_asks_the_right_database_of_each_app():
-    nc = drill.check_script("nextcloud", "asso", "cloud.asso.org")
+def test_check_script_compares_the_database_with_the_snapshot(tmp_path):
+    nc = drill.check_script("nextcloud", "asso", "cloud.asso.org", {"pg_tables": 4})
     assert "--resolve cloud.asso.org:443:127.0.0.1" in nc and "nextcloud_asso" in nc
-    pa = drill.check_script("paheko", "asso", "gestion.asso.org")
-    assert "PRAGMA integrity_check" in pa and "psql" not in pa
+    assert '[ "$n" = 4 ]' in nc
+    pa = drill.check_script("paheko", "asso", "gestion.asso.org", {"sqlite_tables": 2})
+    assert "PRAGMA integrity_check" in pa and "psql" not in pa and '[ "$n" = 2 ]' in pa
+    none = drill.check_script("paheko", "asso", "gestion.asso.org", {})
+    assert "database=fail (the restore reported no database)" in none
+    missing = drill.check_script("paheko", "asso", "gestion.asso.org", {"sqlite_missing": 1})
+    assert "the snapshot holds no copy of the SQLite database" in missing
+    for script in (nc, pa, none, missing):
+        assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_restore_reports_what_the_snapshot_held():
+    from assotic.restore import expectations
+
+    out = "restored files\nexpect:pg_tables=12\nexpect:sqlite_tables=\nexpect:x=3 tables\nrestored\n"
+    assert expectations(out) == {"pg_tables": 12}
