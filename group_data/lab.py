@@ -56,4 +56,7 @@ def _lab_backup_target():
 # roles/backup: every lab web host backs up to backup-1 over SFTP (docs/backup.md).
 backup_target = _lab_backup_target()
 
-__all__ = ["sysadmins", "missing_release", "acme_lab_server", "acme_directory", "backup_target"]
+# make update: ulap is the canary (its instances are on web-1, the others' on web-2).
+update_canary = "ulap"
+
+__all__ = ["update_canary", "sysadmins", "missing_release", "acme_lab_server", "acme_directory", "backup_target"]
