@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -86,12 +87,13 @@ def upgrade_steps(app: str, current: str, target_pin: dict[str, Any],
     is used), or the update is refused. Other apps: the target pin in one step.
     """
     target = str(target_pin["version"])
+    if version_key(target) < version_key(current):
+        # Code older than the database it finds is not something any of these apps supports.
+        raise UpdateRefused(f"{app} {current} -> {target} goes back to an older release: not an "
+                            "update. Restore a backup taken before the upgrade (make restore) instead")
     if app != "nextcloud" or current == target:
         return [target_pin]
     have, want = major(current), major(target)
-    if want < have:
-        raise UpdateRefused(f"nextcloud {current} -> {target}: Nextcloud cannot go back to an "
-                            "older major; restore a backup instead")
     steps = []
     for between in range(have + 1, want):
         candidates = [p for p in intermediate_pins if major(p["version"]) == between]
@@ -104,8 +106,9 @@ def upgrade_steps(app: str, current: str, target_pin: dict[str, Any],
     return steps + [target_pin]
 
 
-def version_key(version: str) -> tuple:
-    return tuple(int(part) if part.isdigit() else part for part in str(version).split("."))
+def version_key(version: str) -> tuple[int, ...]:
+    """"34.0.4" -> (34, 0, 4): the numbers of a version, for ordering."""
+    return tuple(int(number) for number in re.findall(r"\d+", str(version)))
 
 
 @dataclass
@@ -184,7 +187,8 @@ def plan_text(updates: list[Update], canary: str | None, notes: list[str]) -> st
     else:
         lines = [f"update plan ({len(updates)} instance(s), in this order; canary: {canary or 'none'}):"]
         for n, u in enumerate(updates, 1):
-            path = " -> ".join([u.deployed.get("version", "?")] + [str(p["version"]) for p in u.steps])
+            steps = u.steps or [u.target_pin]  # refused: no steps, say where it was asked to go
+            path = " -> ".join([u.deployed.get("version", "?")] + [str(p["version"]) for p in steps])
             flags = [f for f, on in (("canary", u.slug == canary), ("stand-in", u.standin)) if on]
             lines.append(f"  {n}. {u.key} on {u.host} ({u.domain}): {path}"
                          + (f"  [{', '.join(flags)}]" if flags else ""))

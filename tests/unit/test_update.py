@@ -60,9 +60,12 @@ def test_a_missing_major_in_the_path_is_still_refused():
         upgrade_steps("nextcloud", "31.0.7", pin("34.0.4"), [pin("33.0.1")])
 
 
-def test_nextcloud_never_goes_back_a_major():
-    with pytest.raises(UpdateRefused, match="cannot go back"):
+def test_no_app_ever_goes_back_to_an_older_release():
+    with pytest.raises(UpdateRefused, match="older release"):
         upgrade_steps("nextcloud", "34.0.4", pin("33.0.9"))
+    with pytest.raises(UpdateRefused, match="make restore"):
+        upgrade_steps("paheko", "1.3.13", pin("1.3.12"))
+    assert upgrade_steps("paheko", "1.3.9", pin("1.3.12")) == [pin("1.3.12")]  # 12 > 9, not "12" < "9"
 
 
 def test_other_apps_take_their_pin_in_one_step():
@@ -113,6 +116,7 @@ def test_the_plan_names_order_versions_canary_and_refusals():
     refused.refused = "nextcloud 32 -> 34 skips major 33"
     text = plan_text([update("ulap"), refused], "ulap", ["a note"])
     assert "1. ulap/paheko on web-1 (paheko.ulap.example.org): 1.3.12 -> 1.3.13  [canary]" in text
+    assert "2. toitcommun/paheko on web-1 (paheko.toitcommun.example.org): 1.3.12 -> 1.3.13" in text
     assert "REFUSED: nextcloud 32 -> 34" in text
     assert "note: a note" in text
     assert "nothing to do" in plan_text([], None, [])
