@@ -233,7 +233,8 @@ after=$(stat -c %Y {status} 2>/dev/null || echo 0)
 cat {status}
 """)
     if result.returncode != 0:
-        raise StepFailed(f"backup job assotic-backup-{job} failed: {result.stderr.strip()[-800:]}")
+        last_lines = result.stderr.strip().splitlines()[-6:]
+        raise StepFailed(f"backup job assotic-backup-{job} failed:\n    " + "\n    ".join(last_lines))
     return json.loads(result.stdout)["snapshot_id"]
 
 
@@ -314,10 +315,14 @@ def say(text: str) -> None:
 # -- One instance ---------------------------------------------------------------------------------
 
 
+# How one instance's update ended.
+UPDATED, NOT_STARTED, ROLLED_BACK, ROLLBACK_FAILED = ("updated", "not started (no fresh backup)",
+                                                      "rolled back", "ROLLBACK FAILED")
+
+
 def update_one(inventory, inventory_path: Path, update: Update, log: Path,
-               drill_fail_health: str | None) -> bool:
-    """Backup, maintenance, upgrade, health check, rollback on failure. True when it ended
-    on the new release and healthy."""
+               drill_fail_health: str | None) -> str:
+    """Backup, maintenance, upgrade, health check, rollback on failure; how it ended."""
     h = inventory.get_host(update.host)
     previous = update.deployed
     say(f"== {update.key} on {update.host}: {previous.get('version')} -> {update.target_pin['version']}")
@@ -326,7 +331,7 @@ def update_one(inventory, inventory_path: Path, update: Update, log: Path,
         snapshot = fresh_backup(h, update)
     except StepFailed as err:
         say(f"  backup FAILED, update not started: {err}")
-        return False
+        return NOT_STARTED
     say(f"  fresh backup: snapshot {snapshot[:8]}")
     version = previous["version"]
     try:
@@ -342,14 +347,14 @@ def update_one(inventory, inventory_path: Path, update: Update, log: Path,
         if problems:
             raise StepFailed("health check failed: " + "; ".join(problems))
         say(f"  health check ok; {update.key} runs {version} ({time.monotonic() - started:.0f} s)")
-        return True
+        return UPDATED
     except StepFailed as err:
         say(f"  {err}")
-        rollback(inventory, inventory_path, update, snapshot, log)
-        return False
+        return ROLLED_BACK if rollback(inventory, inventory_path, update, snapshot, log) else ROLLBACK_FAILED
 
 
-def rollback(inventory, inventory_path: Path, update: Update, snapshot: str, log: Path) -> None:
+def rollback(inventory, inventory_path: Path, update: Update, snapshot: str, log: Path) -> bool:
+    """Pre-update snapshot, then the previous pin's code; True when healthy again."""
     h = inventory.get_host(update.host)
     say(f"  ROLLBACK of {update.key}: restore snapshot {snapshot[:8]}, then {update.deployed['version']}'s code")
     restore = subprocess.run([sys.executable, "-m", "assotic.restore", "--inventory", str(inventory_path),
@@ -359,7 +364,7 @@ def rollback(inventory, inventory_path: Path, update: Update, snapshot: str, log
         out.write(restore.stdout + restore.stderr)
     if restore.returncode != 0:
         say(f"  rollback: restore FAILED (log {log}); {update.key} needs a sysadmin now")
-        return
+        return False
     say("  rollback: snapshot restored")
     try:
         deploy_host(inventory_path, update.host,
@@ -369,9 +374,10 @@ def rollback(inventory, inventory_path: Path, update: Update, snapshot: str, log
     except StepFailed as err:
         problems = [str(err)]
     if problems:
-        say(f"  rollback: {update.key} still unhealthy: {'; '.join(problems)}")
-    else:
-        say(f"  rollback done: {update.key} runs {update.deployed['version']} again, health check ok")
+        say(f"  rollback: {update.key} still unhealthy: {'; '.join(problems)}; it needs a sysadmin now")
+        return False
+    say(f"  rollback done: {update.key} runs {update.deployed['version']} again, health check ok")
+    return True
 
 
 # -- Plan -----------------------------------------------------------------------------------------
@@ -470,17 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     # The deploy and restore output (no secret: the lab tests check that) for whoever debugs.
     log = Path(tempfile.gettempdir()) / f"assotic-update-{time.strftime('%Y%m%d-%H%M%S')}.log"
     os.close(os.open(log, os.O_CREAT | os.O_WRONLY, 0o600))
-    done, failed = [], []
+    outcomes: dict[str, str] = {}
     for update in updates:
-        if update_one(inventory, inventory_path, update, log, args.drill_fail_health):
-            done.append(update.key)
-            continue
-        failed.append(update.key)
-        if update.slug == canary:
+        outcomes[update.key] = update_one(inventory, inventory_path, update, log, args.drill_fail_health)
+        if outcomes[update.key] != UPDATED and update.slug == canary:
             say(f"update: the canary {canary} failed; no other association was touched.")
             break
-    say(f"update: {len(done)} of {len(updates)} updated"
-        + (f"; failed (rolled back): {', '.join(failed)}" if failed else "") + f"; log {log}")
+    failed = [f"{key} ({outcome})" for key, outcome in outcomes.items() if outcome != UPDATED]
+    say(f"update: {len(outcomes) - len(failed)} of {len(updates)} updated"
+        + (f"; failed: {', '.join(failed)}" if failed else "") + f"; log {log}")
     return 1 if failed else 0
 
 
