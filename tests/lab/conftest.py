@@ -1,7 +1,9 @@
-"""Lab test order: the platform sequence (test_lab.py) first, the backup drills after it."""
+"""Lab test order: the platform sequence (test_lab.py) first, then the backup drills, then
+the update run (it needs backups that work)."""
 
-LAST = ("test_backup.py",)
+LAST = ("test_backup.py", "test_update.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: item.path.name in LAST)  # stable: file order kept otherwise
+    # Stable: file order kept otherwise.
+    items.sort(key=lambda item: LAST.index(item.path.name) + 1 if item.path.name in LAST else 0)
