@@ -91,7 +91,7 @@ restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [
 	$(PY) -m assotic.restore --inventory $(INVENTORY) --tenant "$(TENANT)" --snapshot "$(or $(SNAPSHOT),latest)" \
 		$(if $(APP),--app "$(APP)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
-update: $(VENV)/.installed ## Apply changed release pins: backup, upgrade, health check, rollback [TENANT=<slug>] [DRY=1]
+update: $(VENV)/.installed ## Apply changed release pins: backup, upgrade, health check, rollback [TENANT=<slug>] [DRY=1] [DRILL_FAIL_HEALTH=<slug>/<app>]
 	$(PY) -m assotic.update --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(DRY),--dry-run) \
 		$(if $(DRILL_FAIL_HEALTH),--drill-fail-health "$(DRILL_FAIL_HEALTH)")
 
