@@ -18,7 +18,7 @@ export ASSOTIC_TENANTS_DIR := $(TENANTS)
 
 .PHONY: bench help install check schema lab lab-down lab-status deploy verify bbb-check test test-unit test-lab \
         secrets-init secret-list secret-show secret-set secret-rotate secrets-reseal \
-        secrets-rekey clean restore
+        secrets-rekey clean restore update backup-status pins-fingerprint
 
 help: ## List every target, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +93,16 @@ restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [
 
 drill: $(VENV)/.installed ## Restore drill: latest snapshot of each association (or TENANT=) into a throw-away lab host; age + restore time (drill/results.json)
 	$(PY) -m assotic.drill --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(KEEP),--keep)
+
+update: $(VENV)/.installed ## Apply changed release pins: backup, upgrade, health check, rollback [TENANT=<slug>] [DRY=1] [DRILL_FAIL_HEALTH=<slug>/<app>]
+	$(PY) -m assotic.update --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(DRY),--dry-run) \
+		$(if $(DRILL_FAIL_HEALTH),--drill-fail-health "$(DRILL_FAIL_HEALTH)")
+
+pins-fingerprint: $(VENV)/.installed ## Print the sha256 of the release pins (the nightly CI job runs `make update` when it changes)
+	@$(PY) -m assotic.update --inventory $(INVENTORY) --pins-fingerprint
+
+backup-status: $(VENV)/.installed ## Fail naming each backup older than data backup_max_age_hours (26) on INVENTORY
+	$(PY) -m assotic.backup_status --inventory $(INVENTORY)
 
 bench: $(VENV)/.installed ## Measure converge/no-op times and idle RSS for 1 and 10 associations (bench/results.json)
 	$(PY) -m assotic.bench

@@ -19,6 +19,8 @@ its own code and configuration. Order matters:
 5. apps: code, configuration and first install of each instance (or its stand-in),
    which need their database, Redis and pool from (3). Mattermost runs per instance
    (one server, one team per association), as its own systemd unit behind (4).
+   After each app, its release marker (/var/lib/assotic/releases/): written only once
+   the app's steps succeeded, so `make update` reads what really runs.
 6. timers: the apps' background jobs, started once the apps are installed.
 7. group roles, on their own hosts: coturn on `turn` hosts, BigBlueButton on `bbb` hosts
    (a machine of its own: preflight refuses a bbb host in another group). Web hosts have
@@ -38,6 +40,8 @@ from pyinfra import host, inventory  # noqa: E402
 from pyinfra.facts.server import LinuxDistribution  # noqa: E402
 
 from roles import app_roles, base, firewall_openings, host_plan, instances_of  # noqa: E402
+from roles import release_marker  # noqa: E402
+from roles.remote_files import put_text  # noqa: E402
 from roles import backup, backup_target, nginx, php, postgresql, redis, timers, tls  # noqa: E402
 from assotic.preflight import BACKED_UP_GROUPS  # noqa: E402
 
@@ -70,6 +74,9 @@ for plan in app_plans:
     deploy_app = getattr(app_roles()[plan.app], plan.app)  # roles.nextcloud.nextcloud, ...
     # A tenant for Nextcloud and Paheko; a Mattermost instance (with its teams) for Mattermost.
     deploy_app(plan.subject, plan.release, plan.release_path, host.data.platform.secrets)
+    marker = release_marker(plan)
+    if marker is not None:
+        put_text(*marker)  # /var/lib/assotic/releases/, created with it
 
 timers.timers(needs.timers)
 

@@ -169,6 +169,34 @@ def apply_override(app: str, pins: Mapping[str, Any], env: Mapping[str, str] | N
     return overrides[app]
 
 
+# -- Per-instance pins, for `make update` ---------------------------------------------------------
+
+INSTANCE_PINS_ENV = "ASSOTIC_INSTANCE_PINS"
+
+
+def instance_key(slug: str, app: str) -> str:
+    """How an app instance is named in per-instance pins and release markers: "<slug>/<app>"."""
+    return f"{slug}/{app}"
+
+
+def instance_pins(env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """$ASSOTIC_INSTANCE_PINS names a JSON file {"<slug>/<app>": pin} that holds these
+    instances on these pins for one run, whatever data `releases` says.
+
+    Written by assotic/update.py (a 0600 file of its own, removed afterwards): an update
+    deploys a whole host with `pyinfra --limit`, and this keeps every instance but the one
+    being upgraded on the release it runs, and puts a previous release back on rollback.
+    """
+    env = os.environ if env is None else env
+    path = env.get(INSTANCE_PINS_ENV)
+    if not path:
+        return {}
+    pins = json.loads(Path(path).read_text())
+    if not isinstance(pins, dict):
+        raise ArtifactError(f"{INSTANCE_PINS_ENV}={path}: a JSON object {{\"<slug>/<app>\": pin}} expected")
+    return pins
+
+
 # -- Where to look -------------------------------------------------------------------------------
 
 
@@ -409,8 +437,12 @@ class ReleaseSet:
     """Resolved artifacts for every (app, Debian release) the tenants need."""
 
     resolved: dict[tuple[str, str | None], Resolved] = field(default_factory=dict)
+    # "<slug>/<app>" -> the release that instance is held on for this run (instance_pins).
+    by_instance: dict[str, Resolved] = field(default_factory=dict)
 
-    def get(self, app: str, debian: str | None = None) -> Resolved | None:
+    def get(self, app: str, debian: str | None = None, instance: str | None = None) -> Resolved | None:
+        if instance is not None and instance in self.by_instance:
+            return self.by_instance[instance]
         return self.resolved.get((app, debian)) or self.resolved.get((app, None))
 
     def available(self, app: str, debian: str | None = None) -> bool:
@@ -466,11 +498,20 @@ def resolve_releases(tenants: Iterable[Any], releases: Mapping[str, Any],
             _notice(f"{artifact.label}: sha256 ok, {found.signature}")
         else:
             _notice(found.missing_message())
+    for key, pin in instance_pins().items():
+        app = key.split("/")[-1]
+        artifact = artifact_from_pin(app, pin)
+        found = resolve(artifact, mirror, cache_dir, allow_download, timeout, signing_keys.get(app))
+        result.by_instance[key] = found
+        if not quiet:
+            _notice(f"{INSTANCE_PINS_ENV}: {key} held on {artifact.label} for this run"
+                    + ("" if found.available else " (not available here)"))
     return result
 
 
 def choose_release(release_set: ReleaseSet, app: str, debian: str | None, policy: str,
-                   host_name: str = "this host") -> tuple[Artifact | None, Path | None]:
+                   host_name: str = "this host",
+                   instance: str | None = None) -> tuple[Artifact | None, Path | None]:
     """For one app on one host (Debian `debian`, from its facts): the release to install and
     its local file, or (None, None) for the stand-in. Raises when the policy says "fail".
 
@@ -478,7 +519,7 @@ def choose_release(release_set: ReleaseSet, app: str, debian: str | None, policy
     host's operations are prepared, so a failure here still leaves every host untouched.
     """
     policy = missing_release_policy(policy)
-    found = release_set.get(app, debian)
+    found = release_set.get(app, debian, instance)
     if found is None:
         raise ArtifactError(
             f"{host_name} runs Debian {debian}, but no release of {app} was resolved for it "

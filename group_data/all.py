@@ -91,6 +91,16 @@ artifact_signing_keys = {}
 # (The lab says "standin" in group_data/lab.py.)
 missing_release = "fail"
 
+# --- Updates (`make update`, assotic/update.py, docs/updates.md) ---------------------------------
+# The association whose instances are updated first; if one of its updates fails (and is rolled
+# back), no other association is touched. None: no canary.
+update_canary = None
+# Nextcloud upgrades one major at a time. To cross several majors in one run, list a pin
+# (version, url, sha256) of each major in between; without it such an update is refused.
+nextcloud_upgrade_path = []
+# `make backup-status` (and the nightly CI job) fails for any backup older than this.
+backup_max_age_hours = 26
+
 from assotic.artifacts import host_debian_releases, resolve_releases  # noqa: E402
 
 # Looked up now, on this machine, before pyinfra connects: mirror, cache, then upstream.
@@ -104,4 +114,4 @@ release_set = resolve_releases(
 
 __all__ = ["platform", "tenants", "sysadmins", "timezone", "releases", "artifacts_mirror",
            "artifact_signing_keys", "missing_release", "release_set", "mattermost_edition",
-           "mattermost_instances"]
+           "mattermost_instances", "update_canary", "nextcloud_upgrade_path", "backup_max_age_hours"]

@@ -60,4 +60,7 @@ def _lab_backup_target():
 # receives restores.
 backup_target = None if os.environ.get("ASSOTIC_LAB_NO_BACKUP") == "1" else _lab_backup_target()
 
-__all__ = ["sysadmins", "missing_release", "acme_lab_server", "acme_directory", "backup_target"]
+# make update: ulap is the canary (its instances are on web-1, the others' on web-2).
+update_canary = "ulap"
+
+__all__ = ["update_canary", "sysadmins", "missing_release", "acme_lab_server", "acme_directory", "backup_target"]

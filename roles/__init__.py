@@ -7,11 +7,12 @@ they need from the shared roles, and which ports the host opens.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assotic.artifacts import Artifact, choose_release
+from assotic.artifacts import Artifact, choose_release, instance_key
 from assotic.needs import AppInstance, HostNeeds
 from assotic.tenants import Tenant
 
@@ -25,11 +26,31 @@ class AppPlan:
     release: Artifact | None
     release_path: Path | None
     instance: Any = None  # roles.mattermost.model.MattermostInstance, for app "mattermost"
+    pinned: Artifact | None = None  # the pin, also when the stand-in runs in its place
 
     @property
     def subject(self) -> Any:
         """What the app role's deploy function takes first: the tenant, or the instance."""
         return self.tenant if self.instance is None else self.instance
+
+
+# Release markers: one small JSON file per app instance saying which pin it runs, so that
+# `make update` (assotic/update.py) compares what is deployed with the pins in the repository.
+RELEASE_MARKER_DIR = "/var/lib/assotic/releases"
+
+
+def release_marker(plan: AppPlan) -> tuple[str, str] | None:
+    """(path, JSON text) of a plan's release marker; None without a pin. No secret inside:
+    root-owned, world-readable, like the code it describes."""
+    if plan.pinned is None:
+        return None
+    pin = {"version": plan.pinned.version, "url": plan.pinned.url, "sha256": plan.pinned.sha256}
+    if plan.instance is not None:  # Mattermost: one server for several associations
+        name, record = f"mattermost-instance-{plan.instance.name}", {"instance": plan.instance.name}
+    else:
+        name, record = f"{plan.tenant.slug}-{plan.app}", {"tenant": plan.tenant.slug}
+    record.update(app=plan.app, version=plan.pinned.version, standin=plan.release is None, pin=pin)
+    return f"{RELEASE_MARKER_DIR}/{name}.json", json.dumps(record, indent=2, sort_keys=True) + "\n"
 
 
 def app_roles() -> dict[str, Any]:
@@ -53,16 +74,20 @@ def host_plan(host_name: str, host_data: Any, debian: str) -> tuple[HostNeeds, l
         for app, role in app_roles().items():
             if app == "mattermost" or app not in tenant.apps_on(host_name):
                 continue
+            key = instance_key(tenant.slug, app)
             release, path = choose_release(host_data.release_set, app, debian,
-                                           host_data.missing_release, host_name)
+                                           host_data.missing_release, host_name, key)
             needs.extend(getattr(role, f"{app}_needs")(tenant, release))
-            plans.append(AppPlan(app, tenant, release, path))
+            pinned = host_data.release_set.get(app, debian, key)
+            plans.append(AppPlan(app, tenant, release, path, pinned=pinned and pinned.artifact))
     # Mattermost: one plan per instance on this host, whatever number of teams it serves.
     for instance in host_data.platform.mattermost_on(host_name):
         release, path = choose_release(host_data.release_set, "mattermost", debian,
                                        host_data.missing_release, host_name)
         needs.extend(app_roles()["mattermost"].mattermost_needs(instance, release))
-        plans.append(AppPlan("mattermost", None, release, path, instance))
+        pinned = host_data.release_set.get("mattermost", debian)
+        plans.append(AppPlan("mattermost", None, release, path, instance,
+                             pinned=pinned and pinned.artifact))
     return needs, plans
 
 

@@ -1,7 +1,8 @@
 """Lab test order: the platform sequence (test_lab.py) first, then the files that build on
-the lab it leaves (backup drills, then the restore drill of `make drill`)."""
+the lab it leaves: the backup drills, the update run (it needs backups that work), and the
+restore drill of `make drill`."""
 
-AFTER = {"test_backup.py": 1, "test_drill.py": 2}
+AFTER = {"test_backup.py": 1, "test_update.py": 2, "test_drill.py": 3}
 
 
 def pytest_collection_modifyitems(session, config, items):
