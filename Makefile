@@ -87,9 +87,9 @@ secrets-reseal: $(VENV)/.installed ## After a reviewed git merge of the store: r
 secrets-rekey: $(VENV)/.installed ## Re-encrypt the store under a new key: make secrets-rekey NEWKEY=<file>
 	$(PY) -m assotic secrets rekey "$(NEWKEY)"
 
-restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [SNAPSHOT=latest|<id>] [TO=<host>] [FORCE=1] [DRY=1]
+restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [SNAPSHOT=latest|<id>] [FROM=<host>] [TO=<host>] [FORCE=1] [DRY=1]
 	$(PY) -m assotic.restore --inventory $(INVENTORY) --tenant "$(TENANT)" --snapshot "$(or $(SNAPSHOT),latest)" \
-		$(if $(APP),--app "$(APP)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
+		$(if $(APP),--app "$(APP)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
 bench: $(VENV)/.installed ## Measure converge/no-op times and idle RSS for 1 and 10 associations (bench/results.json)
 	$(PY) -m assotic.bench

@@ -10,7 +10,8 @@ import pytest
 
 from assotic.artifacts import Artifact
 from assotic.preflight import generated_secret_names
-from assotic.restore import plan_script, repository_setup, restore_script, snapshot_age_s
+from assotic.restore import (pick_spec, plan_script, repository_setup, restore_script, snapshot_age_s,
+                             source_and_target)
 from assotic.tenants import load_tenants
 from roles import backup, backup_target, nextcloud, paheko
 from roles.backup.sshkey import private_key_text, public_key_line
@@ -152,3 +153,21 @@ def test_restore_scripts_are_valid_bash_and_keep_secrets_off_argv():
 def test_snapshot_age_reads_restic_times():
     assert snapshot_age_s("2000-01-01T00:00:00.123456789+01:00") > 0
     assert snapshot_age_s("2000-01-01T00:00:00Z") > 0
+
+
+def test_restore_reads_the_source_repository_and_restores_onto_the_target():
+    # Same host: the tenant file's host is source and target.
+    assert source_and_target("web-1", None, None) == ("web-1", "web-1")
+    # A copy onto another host, the tenant file unchanged: web-1's backups onto web-2.
+    assert source_and_target("web-1", None, "web-2") == ("web-1", "web-2")
+    # A move: the tenant file already names web-2, the backups were made on web-1.
+    assert source_and_target("web-2", "web-1", None) == ("web-1", "web-1")
+    assert source_and_target("web-2", "web-1", "web-2") == ("web-1", "web-2")
+
+
+def test_restore_fills_the_instance_as_deployed_on_the_target():
+    on_source = specs(NEXTCLOUD, PAHEKO)      # real releases on the host that made the backups
+    on_target = specs()                       # stand-ins on the target host
+    assert pick_spec("paheko", "ulap", on_target, on_source).sqlite == on_target[1].sqlite
+    assert pick_spec("paheko", "ulap", [], on_source).sqlite == on_source[1].sqlite
+    assert pick_spec("nextcloud", "other", on_target, on_source) is None
