@@ -63,7 +63,7 @@ test: test-unit test-lab ## Run every test: unit tests, then the lab tests
 test-unit: $(VENV)/.installed ## Unit tests: schema, bad inputs, secrets, templates (no host)
 	@$(PYTEST_RUN) tests/unit
 
-test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart
+test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart, killed deploy, backup drills
 	@$(PYTEST_RUN) tests/lab -v
 
 secrets-init: $(VENV)/.installed ## Create the secrets key (outside git) and an empty store
@@ -91,7 +91,7 @@ restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [
 	$(PY) -m assotic.restore --inventory $(INVENTORY) --tenant "$(TENANT)" --snapshot "$(or $(SNAPSHOT),latest)" \
 		$(if $(APP),--app "$(APP)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
-bench: $(VENV)/.installed ## Measure converge/no-op times and idle RSS for 1 and 10 associations (bench/results.json)
+bench: $(VENV)/.installed ## Measure converge/no-op times, idle RSS (1 and 10 associations), backup nights and restore (bench/results.json)
 	$(PY) -m assotic.bench
 
 clean: ## Remove .venv and caches (not the lab, see lab-down)
