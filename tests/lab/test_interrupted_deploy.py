@@ -102,7 +102,9 @@ def deploy_killed_after_changes(changes_before_kill: int) -> str:
         if process.poll() is None:
             process.kill()
     output = "".join(lines)
-    print(f"$ pyinfra -y {INVENTORY} deploy.py  (SIGKILL after {changed} changed operation(s) on {WEB})\n"
+    started = [line.strip() for line in lines if line.startswith("--> Starting operation:")]
+    print(f"$ pyinfra -y {INVENTORY} deploy.py  (SIGKILL after {changed} changed operation(s) on {WEB}, "
+          f"{len(started)} operation(s) started; the last: {started[-1] if started else 'none'})\n"
           f"{output[-6000:]}")
     assert not finished_early, "the deploy ended before it could be killed partway"
     assert changed >= changes_before_kill, f"no change seen on {WEB} within {KILL_DEADLINE_S}s"
