@@ -8,8 +8,9 @@ For 1 and for 10 generated associations (each with Nextcloud and Paheko on web-1
 With 1 association, then, its backups to the lab's backup target (backup-1, deployed first,
 untimed, since web-1's first deploy initialises its repository there):
   - first night: its backup services started by hand, as their timers do (all data new);
-  - unchanged night: the same again with nothing changed, and the growth of web-1's restic
-    repository on backup-1 over that night (`du -sb`);
+  - unchanged night: the same again with nothing changed, the growth of web-1's restic
+    repository on backup-1 over that night (`du -sb`), and the bytes of the repository files
+    written during it (the net growth is after the job's prune: see bytes_written_since_mark);
   - restore: `python -m assotic.restore --force` of the association onto the same host.
 Writes bench/results.json and prints a table. Figures are measured, never asserted by
 tests: the targets below are reported as met or not.
@@ -114,12 +115,26 @@ def timed_backup_night(slug: str, slot: str = BENCH_SLOT) -> float:
     return time.monotonic() - start
 
 
+BENCH_REPOSITORY = f"/srv/assotic-backup/restic-{BENCH_HOST}/repo"
+NIGHT_MARK = "/run/assotic-bench-night-start"
+
+
+def on_backup_target(script: str, slot: str) -> str:
+    return subprocess.run(["docker", "exec", container(BACKUP_HOST, slot), "sh", "-c", script],
+                          check=True, capture_output=True, text=True).stdout
+
+
 def repository_bytes(slot: str = BENCH_SLOT) -> int:
     """Size of the bench host's restic repository on the backup target (roles/backup_target)."""
-    repo = f"/srv/assotic-backup/restic-{BENCH_HOST}/repo"
-    result = subprocess.run(["docker", "exec", container(BACKUP_HOST, slot), "du", "-sb", repo],
-                            check=True, capture_output=True, text=True)
-    return int(result.stdout.split()[0])
+    return int(on_backup_target(f"du -sb {BENCH_REPOSITORY}", slot).split()[0])
+
+
+def bytes_written_since_mark(slot: str = BENCH_SLOT) -> int:
+    """Bytes of the repository's files written after NIGHT_MARK: what the night sent, before
+    the job's `forget --prune` removed anything (within one day, --keep-daily drops the day's
+    earlier snapshot, so the net growth alone would understate a real night)."""
+    out = on_backup_target(f"find {BENCH_REPOSITORY} -type f -newer {NIGHT_MARK} -printf '%s\\n'", slot)
+    return sum(int(size) for size in out.split())
 
 
 def timed_restore(slug: str, env: dict[str, str]) -> float:
@@ -138,12 +153,15 @@ def measure_backups(slug: str, env: dict[str, str], slot: str = BENCH_SLOT) -> d
     """
     first_night_s = timed_backup_night(slug, slot)
     before = repository_bytes(slot)
+    on_backup_target(f"touch {NIGHT_MARK}", slot)
     unchanged_night_s = timed_backup_night(slug, slot)
     growth = repository_bytes(slot) - before
+    written = bytes_written_since_mark(slot)
     restore_s = timed_restore(slug, env)
     return {"tenant": slug, "jobs": tenant_backup_units(slug), "first_night_s": round(first_night_s, 1),
             "unchanged_night_s": round(unchanged_night_s, 1), "repository_bytes_before": before,
-            "unchanged_night_growth_bytes": growth, "restore_s": round(restore_s, 1)}
+            "unchanged_night_growth_bytes": growth, "unchanged_night_written_bytes": written,
+            "restore_s": round(restore_s, 1)}
 
 
 def host_rss_kib() -> tuple[int, list[tuple[str, int]]]:
@@ -235,8 +253,8 @@ def table(runs: list[dict], summary: dict) -> str:
 def backup_line(backup: dict) -> str:
     return (f"backups of {backup['tenant']} ({', '.join(backup['jobs'])}): first night "
             f"{backup['first_night_s']} s; unchanged night {backup['unchanged_night_s']} s, repository "
-            f"+{backup['unchanged_night_growth_bytes']} bytes (of {backup['repository_bytes_before']}); "
-            f"restore {backup['restore_s']} s")
+            f"{backup['unchanged_night_growth_bytes']:+} bytes net (of {backup['repository_bytes_before']}), "
+            f"{backup['unchanged_night_written_bytes']} bytes written; restore {backup['restore_s']} s")
 
 
 def main() -> int:

@@ -29,9 +29,10 @@ def test_backup_figures_name_the_tenant_jobs_and_reach_the_table():
                                               "assotic-backup-bench01-paheko.service"]
     backup = {"tenant": "bench01", "jobs": tenant_backup_units("bench01"), "first_night_s": 4.2,
               "unchanged_night_s": 2.1, "repository_bytes_before": 1_500_000,
-              "unchanged_night_growth_bytes": 6_000, "restore_s": 3.3}
+              "unchanged_night_growth_bytes": 6_000, "unchanged_night_written_bytes": 9_000,
+              "restore_s": 3.3}
     line = backup_line(backup)
-    assert "unchanged night 2.1 s" in line and "+6000 bytes" in line and "restore 3.3 s" in line
+    assert "unchanged night 2.1 s" in line and "+6000 bytes net" in line and "9000 bytes written" in line and "restore 3.3 s" in line
     runs = [{"tenants": 1, "converge_s": 60.0, "noop_s": 4.0, "noop_changed_operations": 0,
              "idle_rss_kib": 100_000, "idle_pss_kib": 50_000, "backup": backup},
             {"tenants": 10, "converge_s": 200.0, "noop_s": 10.0, "noop_changed_operations": 0,
