@@ -197,6 +197,7 @@ def measure(count: int, with_backups: bool = False) -> dict:
         print(f"bench: {count} association(s): fresh lab host", flush=True)
         run([sys.executable, "-m", "assotic.lab", "down"], env)
         run([sys.executable, "-m", "assotic.lab", "up"], env)
+        print(f"bench: {count} association(s): deploy the backup target (untimed)", flush=True)
         prepare_backup_target(env)
         print(f"bench: {count} association(s): converge", flush=True)
         converge_s, _ = timed_deploy(env)
