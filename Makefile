@@ -63,7 +63,7 @@ test: test-unit test-lab ## Run every test: unit tests, then the lab tests
 test-unit: $(VENV)/.installed ## Unit tests: schema, bad inputs, secrets, templates (no host)
 	@$(PYTEST_RUN) tests/unit
 
-test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart
+test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart, killed deploy, backup drills
 	@$(PYTEST_RUN) tests/lab -v
 
 secrets-init: $(VENV)/.installed ## Create the secrets key (outside git) and an empty store
@@ -87,9 +87,9 @@ secrets-reseal: $(VENV)/.installed ## After a reviewed git merge of the store: r
 secrets-rekey: $(VENV)/.installed ## Re-encrypt the store under a new key: make secrets-rekey NEWKEY=<file>
 	$(PY) -m assotic secrets rekey "$(NEWKEY)"
 
-restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [SNAPSHOT=latest|<id>] [TO=<host>] [FORCE=1] [DRY=1]
+restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [SNAPSHOT=latest|<id>] [FROM=<host>] [TO=<host>] [FORCE=1] [DRY=1]
 	$(PY) -m assotic.restore --inventory $(INVENTORY) --tenant "$(TENANT)" --snapshot "$(or $(SNAPSHOT),latest)" \
-		$(if $(APP),--app "$(APP)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
+		$(if $(APP),--app "$(APP)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
 drill: $(VENV)/.installed ## Restore drill: latest snapshot of each association (or TENANT=) into a throw-away lab host; age + restore time (drill/results.json)
 	$(PY) -m assotic.drill --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(KEEP),--keep)
@@ -104,7 +104,7 @@ pins-fingerprint: $(VENV)/.installed ## Print the sha256 of the release pins (th
 backup-status: $(VENV)/.installed ## Fail naming each backup older than data backup_max_age_hours (26) on INVENTORY
 	$(PY) -m assotic.backup_status --inventory $(INVENTORY)
 
-bench: $(VENV)/.installed ## Measure converge/no-op times and idle RSS for 1 and 10 associations (bench/results.json)
+bench: $(VENV)/.installed ## Measure converge/no-op times, idle RSS (1 and 10 associations), backup nights and restore (bench/results.json)
 	$(PY) -m assotic.bench
 
 clean: ## Remove .venv and caches (not the lab, see lab-down)

@@ -454,25 +454,29 @@ class ReleaseSet:
 
 
 def needed_releases(tenants: Iterable[Any], releases: Mapping[str, Any],
-                    host_debian: Mapping[str, str | None]) -> list[tuple[str, str | None]]:
-    """(app, Debian release) pairs to resolve.
+                    host_debian: Mapping[str, str | None],
+                    instances: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str | None]]:
+    """(app, Debian release) pairs to resolve, for the tenants' apps and for `instances`,
+    (app, host) pairs deployed whatever the tenant files say (shared Mattermost instances
+    of group data: one with no team yet still runs on its host).
 
     Nextcloud's pin depends on the host's Debian release, which is only known once
     connected. A host may say it in its data (`debian_release: "12"`); for hosts that do
     not, every pinned release of the app is resolved (two files at most, and the deploy
     then checks the host's real release against its data).
     """
+    placements = [(app, placement.host) for tenant in tenants
+                  for app, placement in tenant.apps.enabled().items()] + list(instances)
     needed: dict[tuple[str, str | None], None] = {}
-    for tenant in tenants:
-        for app, placement in tenant.apps.enabled().items():
-            if app not in DEPLOYED_APPS or app not in releases:
-                continue
-            keys = release_keys(releases, app)
-            declared = host_debian.get(placement.host)
-            if keys != [None] and declared is not None:
-                keys = [declared]
-            for key in keys:
-                needed[(app, key)] = None
+    for app, host_name in placements:
+        if app not in DEPLOYED_APPS or app not in releases:
+            continue
+        keys = release_keys(releases, app)
+        declared = host_debian.get(host_name)
+        if keys != [None] and declared is not None:
+            keys = [declared]
+        for key in keys:
+            needed[(app, key)] = None
     return list(needed)
 
 
@@ -480,12 +484,14 @@ def resolve_releases(tenants: Iterable[Any], releases: Mapping[str, Any],
                      host_debian: Mapping[str, str | None] | None = None,
                      mirror: str | None = None, cache_dir: Path | None = None,
                      allow_download: bool = True, signing_keys: Mapping[str, str] | None = None,
-                     timeout: float = DOWNLOAD_TIMEOUT_S, quiet: bool = False) -> ReleaseSet:
-    """Resolve every release the tenants need, on the deploy machine, before connecting."""
+                     timeout: float = DOWNLOAD_TIMEOUT_S, quiet: bool = False,
+                     instances: Iterable[tuple[str, str]] = ()) -> ReleaseSet:
+    """Resolve every release the tenants (and `instances`, see needed_releases) need, on the
+    deploy machine, before connecting."""
     result = ReleaseSet()
     signing_keys = signing_keys or {}
     mirror = mirror_location(mirror)  # $ARTIFACTS_DIR wins over data `artifacts_mirror`
-    for app, debian in needed_releases(list(tenants), releases, host_debian or {}):
+    for app, debian in needed_releases(list(tenants), releases, host_debian or {}, instances):
         try:
             artifact = pinned_artifact(releases, app, debian)
         except ArtifactError as err:

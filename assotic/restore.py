@@ -1,7 +1,8 @@
 """Restore one association from its restic snapshots (`make restore`).
 
     python -m assotic.restore --inventory inventory/<name>.py --tenant <slug>
-        [--app nextcloud|paheko] [--snapshot latest|<id>] [--to <host>] [--force] [--dry-run]
+        [--app nextcloud|paheko] [--snapshot latest|<id>] [--from <host>] [--to <host>]
+        [--force] [--dry-run]
 
 Reads the inventory exactly as pyinfra does (assotic.preflight.load_inventory_like_pyinfra),
 then works over SSH with the inventory's own connection data: it sends a bash script on
@@ -14,7 +15,11 @@ ownership mapped to the instance's user on the target host, and the app's after-
 steps (Nextcloud: maintenance mode off, `occ maintenance:data-fingerprint`).
 
 Restoring onto another host (--to) needs the app deployed there first (move it in the
-tenant file and deploy): the restore fills an instance, it does not create one.
+tenant file and deploy): the restore fills an instance, it does not create one. The
+snapshots are read from the repository of the host that made them: by default the host
+the tenant file names for the app, or --from <host> once the tenant file names the new
+host. Paths, owner and after-restore steps are those of the instance on the target host
+(its own release, e.g. another Nextcloud build on another Debian release).
 """
 
 from __future__ import annotations
@@ -197,20 +202,53 @@ def debian_major(pyinfra_host) -> str:
     return result.stdout.strip()
 
 
-def specs_for(tenant, apps: list[str], inventory) -> dict[str, tuple[str, BackupSpec]]:
-    """app -> (source host, its backup spec), as the deploy computed it on the source host."""
+def source_and_target(app_host: str, source: str | None, to: str | None) -> tuple[str, str]:
+    """(host whose repository holds the snapshots, host to restore onto) for one app.
+
+    `app_host` is the host the tenant file names for the app. Without --from the backups
+    are that host's; without --to the restore goes back onto the source host.
+    """
+    source_host = source or app_host
+    return source_host, to or source_host
+
+
+def pick_spec(app: str, slug: str, *specs_by_preference: list[BackupSpec]) -> BackupSpec | None:
+    """The instance's spec from the first host plan that has it.
+
+    Callers pass the target host's specs first: they have the paths, owner and after-restore
+    steps of the instance that the restore fills (e.g. the Nextcloud build of the target's
+    Debian release). When the tenant file does not put the app on the target, another host's
+    spec is used: the plan then says whether an instance exists on the target at all.
+    """
+    for specs in specs_by_preference:
+        matches = [s for s in specs if s.instance.slug == slug and s.instance.app == app]
+        if matches:
+            return matches[0]
+    return None
+
+
+def specs_for(tenant, apps: list[str], inventory, source: str | None = None,
+              to: str | None = None) -> dict[str, tuple[str, str, BackupSpec]]:
+    """app -> (source host, target host, backup spec of the instance to fill)."""
     from roles import host_plan
 
-    found: dict[str, tuple[str, BackupSpec]] = {}
     cache: dict[str, list[BackupSpec]] = {}
+
+    def backups_on(name: str) -> list[BackupSpec]:
+        if name not in cache:
+            h = inventory.get_host(name)
+            if h is None:
+                raise RestoreError(f"no host {name!r} in the inventory")
+            cache[name] = host_plan(name, h.data, debian_major(h))[0].backups
+        return cache[name]
+
+    found: dict[str, tuple[str, str, BackupSpec]] = {}
     for app in apps:
-        source = tenant.apps.enabled()[app].host
-        if source not in cache:
-            h = inventory.get_host(source)
-            cache[source] = host_plan(source, h.data, debian_major(h))[0].backups
-        matches = [s for s in cache[source] if s.instance.slug == tenant.slug and s.instance.app == app]
-        if matches:
-            found[app] = (source, matches[0])
+        app_host = tenant.apps.enabled()[app].host
+        source_name, to_name = source_and_target(app_host, source, to)
+        spec = pick_spec(app, tenant.slug, *(backups_on(h) for h in dict.fromkeys((to_name, app_host))))
+        if spec:
+            found[app] = (source_name, to_name, spec)
     return found
 
 
@@ -239,7 +277,8 @@ def age(snapshot_time: str) -> str:
 
 
 def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: str | None,
-            force: bool, dry_run: bool, out=sys.stdout, target=None, inventory=None) -> list[dict]:
+            force: bool, dry_run: bool, out=sys.stdout, source: str | None = None,
+            target=None, inventory=None) -> list[dict]:
     """Restore; `target` (an object with .name and pyinfra-style SSH .data) replaces the
     inventory host --to names: the drill restores onto a throw-away host of no inventory."""
     inventory = inventory or load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
@@ -251,10 +290,11 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
     if slug in shared:
         if app not in (None, "mattermost"):
             raise RestoreError(f"{slug} is a shared Mattermost instance: only APP=mattermost")
-        specs = shared_instance_specs(shared[slug], inventory)
+        specs = {name: (source or host, to or source or host, spec) for name, (host, spec)
+                 in shared_instance_specs(shared[slug], inventory).items()}
     elif slug in tenants:
         tenant = tenants[slug]
-        specs = specs_for(tenant, [app] if app else list(tenant.apps.enabled()), inventory)
+        specs = specs_for(tenant, [app] if app else list(tenant.apps.enabled()), inventory, source, to)
     else:
         raise RestoreError(f"no tenant or shared Mattermost instance {slug!r} "
                            f"(known: {', '.join(sorted([*tenants, *shared]))})")
@@ -262,19 +302,23 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
         raise RestoreError(f"{slug} has no backed-up app {app!r} (backed up: {', '.join(specs) or 'none'})")
     results = []
     plans: list[Plan] = []
-    for name, (source, spec) in specs.items():
-        to_name = target.name if target is not None else to or source
-        to_host = target if target is not None else inventory.get_host(to_name)
+    for name, (from_name, to_name, spec) in specs.items():
+        if target is not None:
+            to_name, to_host = target.name, target
+        else:
+            to_host = inventory.get_host(to_name)
         if to_host is None:
             raise RestoreError(f"no host {to_name!r} in {inventory_file}")
-        setup = repository_setup(source, inventory.get_host(source).data, platform.secrets)
+        setup = repository_setup(from_name, inventory.get_host(from_name).data, platform.secrets)
         result = run_remote(to_host, setup + plan_script(spec, snapshot))
         if result.returncode != 0:
             raise RestoreError(f"{name}: could not list snapshots from {to_name}:\n{result.stderr.strip()}")
         answer = json.loads(result.stdout.strip().splitlines()[-1])
         if not answer["snapshot"]:
-            raise RestoreError(f"{slug}/{name}: no snapshot {snapshot!r} tagged tenant:{slug},app:{name}")
-        plans.append(Plan(name, spec, source, to_name, answer["snapshot"], answer["live"],
+            raise RestoreError(f"{slug}/{name}: no snapshot {snapshot!r} tagged tenant:{slug},app:{name} in "
+                               f"the repository of {from_name}; if {slug} moved, name the host that made "
+                               "the backups with --from (FROM=)")
+        plans.append(Plan(name, spec, from_name, to_name, answer["snapshot"], answer["live"],
                           answer["instance_exists"]))
 
     print(f"restore plan for {slug} ({inventory_file}):", file=out)
@@ -322,12 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--app")
     parser.add_argument("--snapshot", default="latest")
-    parser.add_argument("--to")
+    parser.add_argument("--from", dest="source",
+                        help="host whose backups to restore (default: the tenant file's host of each app)")
+    parser.add_argument("--to", help="host to restore onto (default: the source host)")
     parser.add_argument("--force", action="store_true", help="replace a live tenant")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, restore nothing")
     args = parser.parse_args(argv)
     try:
-        restore(args.inventory, args.tenant, args.app, args.snapshot, args.to, args.force, args.dry_run)
+        restore(args.inventory, args.tenant, args.app, args.snapshot, args.to, args.force, args.dry_run,
+                source=args.source)
     except RestoreError as error:
         print(f"restore: {error}", file=sys.stderr)
         return 1

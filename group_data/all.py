@@ -110,6 +110,8 @@ release_set = resolve_releases(
     # `make check` never downloads; nor does an offline deploy (the lab: see inventory/lab.py).
     allow_download=os.environ.get("ASSOTIC_CHECK_ONLY") != "1"
     and os.environ.get("ASSOTIC_OFFLINE") != "1",
+    # A shared Mattermost instance runs on its host even before any association joins it.
+    instances=[("mattermost", instance.host) for instance in platform.mattermost],
 )
 
 __all__ = ["platform", "tenants", "sysadmins", "timezone", "releases", "artifacts_mirror",

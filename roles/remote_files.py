@@ -1,4 +1,5 @@
-"""pyinfra steps every role uses to put a file on a host: rendered text, optionally checked first.
+"""pyinfra steps every role uses to put a file on a host: rendered text, optionally checked first,
+and the reloads that must follow it even when a deploy was killed in between.
 
 Why the facts here are per folder: a no-op deploy costs one SSH round trip per fact, and
 pyinfra's own files.put reads two facts per file. With many associations on a host that
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import shlex
+from collections.abc import Iterable
 from io import StringIO
 
 from pyinfra import host
@@ -18,6 +20,7 @@ from pyinfra.api import FactBase
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files, server
+from pyinfra.operations.util import any_changed
 
 
 class FolderFiles(FactBase):
@@ -107,3 +110,42 @@ def install_validated(path: str, content: str, check: str, mode: str) -> list[Op
         commands=[f"{check.format(candidate=candidate)} && mv -f {candidate} {path}"],
     )
     return [installed]
+
+
+# A reload that follows file changes runs when they happen in the same deploy
+# (`_if=any_changed(...)`). A deploy killed between the two (SIGKILL, a lost session) leaves
+# the new files on the host and the service running the old ones; the next deploy finds the
+# files right, changes nothing, and would never reload. So each such reload, once it
+# succeeded, touches a stamp here, and the next deploy runs it again while a file it covers
+# is newer than its stamp.
+RELOAD_STAMPS = "/var/lib/assotic/reloaded"
+
+
+class ChangedSinceStamp(FactBase):
+    """True when `stamp` is missing or one of `paths` changed after it. A folder counts with
+    the files directly in it: removing a file changes its folder's time."""
+
+    def command(self, stamp: str, paths: tuple[str, ...]) -> str:
+        quoted, stamp_q = " ".join(shlex.quote(p) for p in paths), shlex.quote(stamp)
+        return (f"if [ ! -e {stamp_q} ]; then echo 'no stamp'; "
+                f"else find {quoted} -maxdepth 1 -newer {stamp_q} -print 2>/dev/null | head -n 1; fi")
+
+    @staticmethod
+    def default() -> bool:
+        return False  # printed nothing: nothing changed since the stamp
+
+    def process(self, output: list[str]) -> bool:
+        return any(line.strip() for line in output)
+
+
+def reload_after(name: str, command: str, changed: Iterable, stamp: str, covers: Iterable[str]):
+    """`command` (a reload or restart) when one of `changed` changed in this deploy, or when a
+    file of `covers` changed after its last successful run (a deploy killed in between)."""
+    stamp_path = f"{RELOAD_STAMPS}/{stamp}"
+    pending = host.get_fact(ChangedSinceStamp, stamp=stamp_path, paths=tuple(covers))
+    changed_now = any_changed(*changed)
+    return server.shell(
+        name=name,
+        commands=[f"{command} && install -d -m 0755 {RELOAD_STAMPS} && touch {stamp_path}"],
+        _if=lambda: pending or changed_now(),
+    )

@@ -25,10 +25,9 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
 
 from assotic.needs import SRV_ROOT, AppInstance, PhpPool
-from roles.remote_files import PathStats, put_text
+from roles.remote_files import PathStats, put_text, reload_after
 
 __all__ = [
     "DEFAULTS",
@@ -333,19 +332,20 @@ def php(pools: list[PhpPool]) -> None:
 
     # Files PHP creates (logs, SQLite databases, uploads) must not be world-readable:
     # php-fpm's workers inherit the master's umask, 022 by default.
-    umask_drop_in = put_text(f"/etc/systemd/system/{settings.fpm_service}.service.d/assotic.conf",
-                             FPM_SERVICE_DROP_IN)
+    umask_drop_in_path = f"/etc/systemd/system/{settings.fpm_service}.service.d/assotic.conf"
+    umask_drop_in = put_text(umask_drop_in_path, FPM_SERVICE_DROP_IN)
     # A shell restart: systemd.service(restarted=True) skips a service that was not running
     # when facts were read, as on the first run (the package starts it with umask 022).
-    server.shell(name=f"Restart {settings.fpm_service} with its new umask",
-                 commands=[f"systemctl daemon-reload && systemctl restart {settings.fpm_service}"],
-                 _if=umask_drop_in.did_change)
+    # A reload keeps the old umask: only a restart applies it. Both run again on the next
+    # deploy when one was killed after the files changed (roles/remote_files.reload_after).
+    reload_after(f"Restart {settings.fpm_service} with its new umask",
+                 f"systemctl daemon-reload && systemctl restart {settings.fpm_service}",
+                 [umask_drop_in], stamp=f"{settings.fpm_service}-umask", covers=[umask_drop_in_path])
     systemd.service(name=f"Enable and start {settings.fpm_service}", service=settings.fpm_service,
                     running=True, enabled=True)
     # Test the whole configuration first: a bad pool never takes the others down.
     # reload = graceful: php-fpm re-executes itself and re-reads php.ini and every pool.
-    server.shell(
-        name=f"Check and reload {settings.fpm_service}",
-        commands=[f"{settings.fpm_binary} -t && systemctl reload-or-restart {settings.fpm_service}"],
-        _if=any_changed(*changed),
-    )
+    reload_after(f"Check and reload {settings.fpm_service}",
+                 f"{settings.fpm_binary} -t && systemctl reload-or-restart {settings.fpm_service}",
+                 changed, stamp=settings.fpm_service,
+                 covers=[settings.pool_dir, settings.fpm_ini, settings.cli_ini])

@@ -6,18 +6,23 @@ PostgreSQL database and in the Paheko SQLite file are created; the backup servic
 everything is destroyed; `python -m assotic.restore` (what `make restore` runs) brings it
 back; every file checksum and every row must be identical, and the apps answer again.
 Then the faults: an unreachable backup target and a full one fail loudly and leave the
-last good backup in place; the next run succeeds.
+last good backup in place; the next run succeeds. Then ulap's backups from web-1 are
+restored onto web-2 (Debian 13), as a sysadmin moves an association: its apps put on web-2
+in a copy of the tenant files, a deploy, the restore, and a deploy back.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from assotic.lab import LAB_HOSTS, container_name
 from assotic.runlog import changed_operation_names, changed_operations_per_host
@@ -27,6 +32,7 @@ VENV_BIN = Path(sys.executable).parent
 INVENTORY = "inventory/lab.py"
 TENANT = "ulap"
 WEB = "web-1"
+SECOND_WEB = "web-2"  # Debian 13: another PHP and PostgreSQL than web-1's
 NC_HOME = f"/srv/assotic/{TENANT}/nextcloud"
 PA_HOME = f"/srv/assotic/{TENANT}/paheko"
 NC_DB = f"nextcloud_{TENANT}"
@@ -59,9 +65,9 @@ def run(*command: str, check: bool = True, env: dict | None = None) -> subproces
     return result
 
 
-def restore(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def restore(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     return run(str(VENV_BIN / "python"), "-m", "assotic.restore", "--inventory", INVENTORY,
-               "--tenant", TENANT, *args, check=check)
+               "--tenant", TENANT, *args, check=check, env=env)
 
 
 def fingerprint(host: str) -> dict:
@@ -233,6 +239,63 @@ umount {repo}
 rm -rf {repo} && mv /var/tmp/repo-saved {repo}
 """, check=False)
     start_backups(WEB)
+
+
+def tenants_with_apps_moved(folder: Path, apps: tuple[str, ...], host: str) -> Path:
+    """A copy of the tenant files in which ulap's `apps` run on `host`, as a sysadmin edits them."""
+    for source in (REPO / "group_data" / "tenants").glob("*.yml"):
+        shutil.copy(source, folder / source.name)
+    tenant_file = folder / f"{TENANT}.yml"
+    tenant = yaml.safe_load(tenant_file.read_text())
+    for app in apps:
+        tenant["apps"][app]["host"] = host
+    tenant_file.write_text(yaml.safe_dump(tenant, sort_keys=False, allow_unicode=True))
+    return folder
+
+
+def remove_moved_instances(host: str) -> None:
+    """What a deploy leaves of instances whose apps moved away (it removes their pools, vhosts,
+    Redis and backup units, never data): accounts, folders, database, role, certificates."""
+    sh(host, f"""
+for domain in {' '.join(DOMAINS.values())}; do
+    [ ! -e /etc/letsencrypt/renewal/$domain.conf ] || certbot delete --non-interactive --cert-name $domain >/dev/null
+done
+runuser -u postgres -- psql -Xq -c 'DROP DATABASE IF EXISTS {NC_DB}' -c 'DROP ROLE IF EXISTS {NC_DB}'
+for user in nextcloud_{TENANT} paheko_{TENANT}; do ! id -u $user >/dev/null 2>&1 || userdel $user; done
+rm -rf /srv/assotic/{TENANT}
+""")
+
+
+def test_restore_onto_a_second_host_gives_back_every_file_and_row(backed_up, drill_data, tmp_path):
+    """web-1's latest snapshots of ulap (the drill data, taken again after the faults) onto web-2."""
+    assert sh(SECOND_WEB, f"id -u nextcloud_{TENANT}", check=False).returncode != 0, \
+        f"{TENANT} must not be on {SECOND_WEB} before the move"
+    moved = tenants_with_apps_moved(tmp_path, tuple(DOMAINS), SECOND_WEB)
+    moved_env = {**os.environ, "ASSOTIC_TENANTS_DIR": str(moved)}
+    try:
+        # The restore fills an instance, it does not create one: deploy it on web-2 first.
+        run(str(VENV_BIN / "pyinfra"), "-y", INVENTORY, "deploy.py", env=moved_env)
+        assert app_answers(SECOND_WEB, "nextcloud")["database"] == "ok"
+        assert "drill" not in sh(SECOND_WEB, f"ls {NC_HOME}/data").stdout
+        plan = restore("--from", WEB, "--to", SECOND_WEB, "--dry-run", env=moved_env)
+        assert f"made on {WEB} -> {SECOND_WEB}" in plan.stdout
+        start = time.monotonic()
+        result = restore("--from", WEB, "--to", SECOND_WEB, "--force", env=moved_env)
+        print(f"restore of {TENANT} from {WEB} onto {SECOND_WEB} took {time.monotonic() - start:.1f}s")
+        assert f"onto {SECOND_WEB}" in result.stdout
+        after = fingerprint(SECOND_WEB)
+        for part in ("files", "owners", "postgres", "sqlite"):
+            assert after[part] == drill_data[part], f"{part} differ on {SECOND_WEB} after the restore"
+        print(f"CHECKSUMS COMPARED ({WEB} before backup == {SECOND_WEB} after restore):\n" + after["files"])
+        for app in DOMAINS:
+            answer = app_answers(SECOND_WEB, app)
+            assert answer["database"] == "ok", answer
+    finally:
+        # Back to the tenant files of the repository: ulap on web-1 only, its units back.
+        run(str(VENV_BIN / "pyinfra"), "-y", INVENTORY, "deploy.py")
+        remove_moved_instances(SECOND_WEB)
+    for app in DOMAINS:
+        assert app_answers(WEB, app)["database"] == "ok", f"{app} of {TENANT} not back on {WEB}"
 
 
 def test_deploy_after_the_drills_changes_nothing(backed_up):

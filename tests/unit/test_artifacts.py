@@ -274,6 +274,15 @@ def test_needed_releases_follow_declared_debian_or_take_every_pin():
         ("nextcloud", "12"), ("paheko", None), ("mattermost", None), ("nextcloud", "13")]
 
 
+def test_a_shared_instance_without_teams_still_needs_its_release():
+    """make bench's generated associations use no Mattermost, but group data's shared
+    instance still runs on web-1: its release must be resolved (or become the stand-in)."""
+    tenants = [tenant("a", paheko="web-1")]
+    assert needed_releases(tenants, RELEASES, {"web-1": "12"}) == [("paheko", None)]
+    assert needed_releases(tenants, RELEASES, {"web-1": "12"}, [("mattermost", "web-1")]) == [
+        ("paheko", None), ("mattermost", None)]
+
+
 def test_resolve_releases_then_choose_per_policy(tmp_path, capsys):
     release_set = resolve_releases([tenant("a", paheko="web-1")], RELEASES, {}, cache_dir=tmp_path,
                                    allow_download=False)

@@ -10,7 +10,8 @@ import pytest
 
 from assotic.artifacts import Artifact
 from assotic.preflight import generated_secret_names
-from assotic.restore import plan_script, repository_setup, restore_script, snapshot_age_s
+from assotic.restore import (pick_spec, plan_script, repository_setup, restore_script, snapshot_age_s,
+                             source_and_target)
 from assotic.tenants import load_tenants
 from roles import backup, backup_target, mattermost, nextcloud, paheko
 from roles.mattermost.model import MattermostInstance
@@ -195,3 +196,21 @@ def test_init_script_shows_why_the_repository_could_not_be_read(tmp_path):
     result = subprocess.run(["bash", "-c", init.replace(backup.LIB_PATH, str(lib))],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "already initialised" in result.stderr
+
+
+def test_restore_reads_the_source_repository_and_restores_onto_the_target():
+    # Same host: the tenant file's host is source and target.
+    assert source_and_target("web-1", None, None) == ("web-1", "web-1")
+    # A copy onto another host, the tenant file unchanged: web-1's backups onto web-2.
+    assert source_and_target("web-1", None, "web-2") == ("web-1", "web-2")
+    # A move: the tenant file already names web-2, the backups were made on web-1.
+    assert source_and_target("web-2", "web-1", None) == ("web-1", "web-1")
+    assert source_and_target("web-2", "web-1", "web-2") == ("web-1", "web-2")
+
+
+def test_restore_fills_the_instance_as_deployed_on_the_target():
+    on_source = specs(NEXTCLOUD, PAHEKO)      # real releases on the host that made the backups
+    on_target = specs()                       # stand-ins on the target host
+    assert pick_spec("paheko", "ulap", on_target, on_source).sqlite == on_target[1].sqlite
+    assert pick_spec("paheko", "ulap", [], on_source).sqlite == on_source[1].sqlite
+    assert pick_spec("nextcloud", "other", on_target, on_source) is None
