@@ -18,10 +18,10 @@ export ASSOTIC_TENANTS_DIR := $(TENANTS)
 
 .PHONY: bench help install check schema lab lab-down lab-status deploy verify bbb-check test test-unit test-lab \
         secrets-init secret-list secret-show secret-set secret-rotate secrets-reseal \
-        secrets-rekey clean restore update backup-status pins-fingerprint
+        secrets-rekey clean restore update backup-status pins-fingerprint drill
 
 help: ## List every target, one line each
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "  Variables: INVENTORY=$(INVENTORY) TENANTS=$(TENANTS) NAME=<secret name>"
 
@@ -63,7 +63,7 @@ test: test-unit test-lab ## Run every test: unit tests, then the lab tests
 test-unit: $(VENV)/.installed ## Unit tests: schema, bad inputs, secrets, templates (no host)
 	@$(PYTEST_RUN) tests/unit
 
-test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart, killed deploy, backup drills
+test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart, killed deploy, backup drills, update run, make drill
 	@$(PYTEST_RUN) tests/lab -v
 
 secrets-init: $(VENV)/.installed ## Create the secrets key (outside git) and an empty store
