@@ -247,6 +247,30 @@ def install_job(tenant: Tenant, release: Artifact, db_password: str, admin_passw
     return json.dumps(job, indent=2) + "\n"
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """(34, 0, 4) for "34.0.4" and for config.php's "34.0.4.2" (its 4th part is a build)."""
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def lifecycle_step(config_state: dict, release_version: str) -> str:
+    """"install", "upgrade" or "current", from config.php (NextcloudConfigState) and the pin.
+
+    Nextcloud cannot go back to older code: a pin older than what config.php records stops
+    the deploy with a message rather than breaking the instance."""
+    if not config_state.get("installed"):
+        return "install"
+    recorded = config_state.get("version")
+    if not recorded:
+        return "current"
+    if version_tuple(recorded) < version_tuple(release_version):
+        return "upgrade"
+    if version_tuple(recorded) > version_tuple(release_version):
+        raise ValueError(f"Nextcloud runs {recorded} (config.php) but the pin is {release_version}: "
+                         "Nextcloud cannot be downgraded; restore a snapshot from before the upgrade "
+                         "(make restore) or pin the version that runs")
+    return "current"
+
+
 def occ_prefix(inst: AppInstance, release: Artifact) -> str:
     """Shell prefix running occ as the instance's user with its config dir."""
     return shlex.join(["runuser", "-u", inst.user, "--", "env",
@@ -300,7 +324,7 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
     from assotic.artifacts import install_release
     from roles.remote_files import put_text
 
-    from .facts import OccJson, OccValue
+    from .facts import NextcloudConfigState, OccJson, OccValue
 
     inst = instance(tenant)
     if release is None:
@@ -334,8 +358,11 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
                   dest=config_php, user=inst.user, group=inst.user, mode="0640")
 
     occ = occ_prefix(inst, release)
-    status = host.get_fact(OccJson, occ=occ, args="status --output=json")
-    installed = bool(status.get("installed"))
+    # Read from config.php, not through occ: facts are read before any operation runs, so
+    # on an upgrade the new code is not unpacked yet and its occ cannot answer.
+    state = host.get_fact(NextcloudConfigState, path=config_php) or {}
+    step = lifecycle_step(state, release.version)
+    installed = step != "install"
     changed = []
     if not installed:
         job = f"{inst.tmp_dir}/occ-install.json"
@@ -348,7 +375,7 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
             name=f"Install Nextcloud {release.version} for {tenant.slug} (occ maintenance:install)",
             commands=[f"{run_job}; rc=$?; rm -f {shlex.quote(job)}; exit $rc"],
         ))
-    elif status.get("needsDbUpgrade"):
+    elif step == "upgrade":
         changed.append(server.shell(
             name=f"Upgrade Nextcloud of {tenant.slug} to {release.version} (occ upgrade)",
             commands=[f"{occ} upgrade --no-interaction"],
@@ -365,6 +392,14 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
 
     def occ_step(name: str, argv: list[str]) -> None:
         server.shell(name=name, commands=[f"{occ} {shlex.join(argv)}"])
+
+    if step == "upgrade" or state.get("maintenance"):
+        # occ's answers (users, groups, apps, settings) are unknown before the new code runs,
+        # and occ serves almost nothing in maintenance mode: acting on "unknown" would re-add
+        # what exists. The next deploy (make update runs one) converges them.
+        host.noop(f"Nextcloud {tenant.slug}: {'upgrade to ' + release.version if step == 'upgrade' else 'maintenance mode'}"
+                  " in this run: users, groups, apps and settings are converged by the next deploy")
+        return
 
     if host.get_fact(OccValue, occ=occ, args="config:app:get core backgroundjobs_mode") != "cron":
         occ_step(f"Run background jobs of {tenant.slug} from the system timer", ["background:cron"])

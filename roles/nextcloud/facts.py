@@ -36,3 +36,31 @@ class OccValue(_Occ):
     def process(self, output: list[str]):
         lines = [line for line in output if line.strip()]
         return lines[-1].strip() if lines else None
+
+
+class NextcloudConfigState(FactBase):
+    """What config.php says, read as root without running occ (so without any code tree):
+    {"installed": bool, "version": "34.0.4.2" or None, "maintenance": bool}.
+
+    Nextcloud writes `installed` and `version` itself; the code's version is compared with
+    the latter to know whether `occ upgrade` is due (as Nextcloud's own needsDbUpgrade does).
+    """
+
+    def command(self, path: str) -> str:
+        return (f"if [ -r {path} ]; then grep -Eo \"'(installed|version|maintenance)'"
+                f"[[:space:]]*=>[[:space:]]*[^,]+\" {path} || true; fi")
+
+    def process(self, output: list[str]):
+        return parse_config_state(output)
+
+
+def parse_config_state(lines: list[str]) -> dict:
+    state = {"installed": False, "version": None, "maintenance": False}
+    for line in lines:
+        key, _, value = line.partition("=>")
+        key, value = key.strip().strip("'\""), value.strip().strip("'\"")
+        if key in ("installed", "maintenance"):
+            state[key] = value.lower() == "true"
+        elif key == "version" and value:
+            state["version"] = value
+    return state
