@@ -97,4 +97,4 @@ for plan in app_plans:
         bbb.nextcloud_integration(plan.tenant, plan.release, host.data.platform.secrets, inventory)
 
 if set(host.groups) & set(BACKED_UP_GROUPS):
-    backup.backup(needs.backups)
+    backup.backup(needs.backups, bbb.backup_paths(host.data) if "bbb" in host.groups else ())

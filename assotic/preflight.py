@@ -221,11 +221,11 @@ APP_SECRETS: dict[str, tuple[str, ...]] = {
 # Platform-level secrets generated once per backed-up host (roles/backup, docs/backup.md):
 # the password of its restic repository and the seed of its SSH key to the backup target.
 HOST_SECRETS: tuple[str, ...] = ("restic_password", "backup_ssh_key")
-BACKED_UP_GROUPS = ("web",)
+BACKED_UP_GROUPS = ("web", "bbb")
 
 
 def backed_up_hosts(view: InventoryView) -> list[str]:
-    """Hosts whose data roles/backup saves (every host of group web), in inventory order."""
+    """Hosts whose data roles/backup saves (every host of groups web and bbb), in inventory order."""
     return [name for name in view.hosts if view.groups_of(name) & set(BACKED_UP_GROUPS)]
 
 

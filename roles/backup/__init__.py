@@ -193,14 +193,16 @@ def tenant_job(spec: BackupSpec, retention: Retention, host_name: str, data: Any
     )
 
 
-def host_job(host_name: str, data: Any) -> Job:
+def host_job(host_name: str, data: Any, extra_paths: tuple[str, ...] = ()) -> Job:
+    """The host's own job: /etc and the deploy's state, plus what a group role adds
+    (a BBB host: FreeSWITCH's configuration, recordings if data asks)."""
     retention = knob(data, "backup_host_retention")
     return Job(
         name=HOST_JOB,
         unit="assotic-backup-host",
         description=f"assotic backup of {host_name} itself (/etc, the deploy's state)",
         tags=("kind:host", "app:host", f"host:{host_name}"),
-        paths=HOST_PATHS,
+        paths=HOST_PATHS + tuple(extra_paths),
         excludes=(f"{STATE_DIR}/staging", f"{STATE_DIR}/restore*"),
         keep_daily=int(retention["daily"]),
         keep_weekly=int(retention["weekly"]),
@@ -209,14 +211,15 @@ def host_job(host_name: str, data: Any) -> Job:
     )
 
 
-def jobs_for(specs: list[BackupSpec], tenants: list[Tenant], host_name: str, data: Any) -> list[Job]:
+def jobs_for(specs: list[BackupSpec], tenants: list[Tenant], host_name: str, data: Any,
+             extra_host_paths: tuple[str, ...] = ()) -> list[Job]:
     """Every nightly job of a host: one per instance, in need order, then the host itself."""
     by_slug = {t.slug: t for t in tenants}
     jobs = [tenant_job(spec, retention_for(spec, by_slug), host_name, data) for spec in specs]
     names = [j.name for j in jobs]
     if len(names) != len(set(names)):
         raise ValueError(f"roles/backup: duplicate backup jobs {names}")
-    return [*jobs, host_job(host_name, data)]
+    return [*jobs, host_job(host_name, data, extra_host_paths)]
 
 
 def backup_context(host_name: str, data: Any, secrets: Any = None) -> BackupContext | None:
@@ -313,7 +316,7 @@ def unit_files(context: BackupContext, unit: Unit) -> tuple[str, str]:
 # -- deploy -----------------------------------------------------------------------------------
 
 
-def backup(specs: list[BackupSpec]) -> None:
+def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> None:
     """Install and schedule this host's backup jobs (after the apps are deployed)."""
     from io import StringIO
 
@@ -337,7 +340,7 @@ def backup(specs: list[BackupSpec]) -> None:
         host.noop(f"!!! {host.name}: no backup_target in data: NOTHING on this host is backed up "
                   "(docs/backup.md)")
         return
-    jobs = jobs_for(specs, host.data.platform.tenants, host.name, host.data)
+    jobs = jobs_for(specs, host.data.platform.tenants, host.name, host.data, extra_host_paths)
     for path, mode in ((ETC_DIR, "0700"), (STATE_DIR, "0755"), (f"{STATE_DIR}/status", "0755"),
                        (f"{STATE_DIR}/staging", "0711"), (CACHE_DIR, "0700"), (LIB_DIR, "0755")):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode=mode,

@@ -50,6 +50,7 @@ from .model import (
     BbbSettings,
     TurnServer,
     apply_config,
+    backup_paths,
     certbot_command,
     dialplan_path,
     gateway_path,
@@ -64,8 +65,8 @@ from .model import (
 from .model import bbb_openings as _openings
 from .repositories import apt_sources, key_install_command, upstream_packages
 
-__all__ = ["BbbDataError", "BbbSettings", "bbb_openings", "bigbluebutton", "check_requirements",
-           "nextcloud_integration", "turn_servers_of"]
+__all__ = ["BbbDataError", "BbbSettings", "backup_paths", "bbb_openings", "bigbluebutton",
+           "check_requirements", "nextcloud_integration", "turn_servers_of"]
 
 TURN_SECRET = "turn/static_auth_secret"
 

@@ -40,7 +40,14 @@ MIN_CORES = 4
 MIN_MEMORY_KB = 3940000  # bbb-install's "at least 4 GB" test on MemTotal
 SECRET_TEMPLATE = "bbb/{host}/api_secret"
 
+# What the host's nightly backup job adds to /etc (which holds /etc/bigbluebutton) on a BBB
+# host: FreeSWITCH's real configuration folder (FREESWITCH_CONF is a symlink to it, and restic
+# saves a symlink, not what it points to), and the published recordings when data asks.
+FREESWITCH_REAL_CONF = "/opt/freeswitch/etc/freeswitch"
+PUBLISHED_RECORDINGS = "/var/bigbluebutton/published"
+
 DEFAULTS: dict[str, Any] = {
+    "bbb_backup_recordings": False,  # published recordings can be large: off unless asked
     "bbb_version": DEFAULT_BBB_VERSION,
     "bbb_domain": None,  # default: the inventory host name
     "bbb_sip": None,
@@ -239,3 +246,13 @@ def nextcloud_bbb_jobs(occ: str, config_dir: str, api_url: str, api_secret: str)
     return [json.dumps({"occ": occ, "args": ["config:app:set", "bbb", key, f"--value={value}"],
                         "env": {"NEXTCLOUD_CONFIG_DIR": config_dir}}, indent=2) + "\n"
             for key, value in (("api.url", api_url), ("api.secret", api_secret))]
+
+
+def backup_paths(data: Any) -> tuple[str, ...]:
+    """Folders the BBB host's backup job saves besides /etc (roles/backup host job)."""
+    value = data.get("bbb_backup_recordings") if isinstance(data, Mapping) else \
+        getattr(data, "bbb_backup_recordings", None)
+    recordings = DEFAULTS["bbb_backup_recordings"] if value is None else value
+    if not isinstance(recordings, bool):
+        raise BbbDataError(f"bbb_backup_recordings: True or False; got {recordings!r}")
+    return (FREESWITCH_REAL_CONF,) + ((PUBLISHED_RECORDINGS,) if recordings else ())

@@ -468,3 +468,36 @@ def test_nextcloud_bbb_jobs_use_the_app_config_keys():
                                                             "https://meet.example.org/bigbluebutton/", API_SECRET)]
     assert [j["args"][:3] for j in jobs] == [["config:app:set", "bbb", "api.url"],
                                              ["config:app:set", "bbb", "api.secret"]]
+
+
+# -- backups of a BBB host -------------------------------------------------------------------------
+
+
+def test_bbb_host_backup_adds_freeswitch_and_recordings_only_when_asked():
+    from roles import backup
+    from roles.bbb import backup_paths
+
+    assert backup_paths({}) == ("/opt/freeswitch/etc/freeswitch",)
+    assert backup_paths({"bbb_backup_recordings": True})[-1] == "/var/bigbluebutton/published"
+    with pytest.raises(BbbDataError, match="bbb_backup_recordings: True or False"):
+        backup_paths({"bbb_backup_recordings": "yes"})
+    data = {"backup_target": {"host": "backup-1", "address": "192.0.2.9"}}
+    host_job, = backup.jobs_for([], [], "bbb-1", data, backup_paths({}))
+    assert host_job.name == "host" and "/etc" in host_job.paths  # /etc/bigbluebutton with it
+    assert "/opt/freeswitch/etc/freeswitch" in host_job.paths
+
+
+def test_a_bbb_host_with_a_backup_target_gets_its_repository_secrets_and_account():
+    from roles import backup_target
+
+    target = {"backup_target": {"host": "backup-1", "address": "192.0.2.9"}}
+    view = InventoryView("i.py", {"bbb": ["bbb-1"], "backup": ["backup-1"]}, {"bbb-1": target})
+    names = preflight.platform_secret_names(view)
+    assert "hosts/bbb-1/restic_password" in names and "hosts/bbb-1/backup_ssh_key" in names
+
+    class Secrets:
+        def get(self, name):
+            return "0" * 64
+
+    clients = backup_target.clients_of("backup-1", [("bbb-1", ["bbb"], target)], Secrets())
+    assert [c.account for c in clients] == ["restic-bbb-1"]
