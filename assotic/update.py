@@ -25,10 +25,11 @@ deployed version differs is updated, one at a time, the canary association first
    (--snapshot <id> --force), then the deploy puts the previous pin's code back (the pin
    recorded in the marker), and the health check runs again.
 
-Mattermost instances are listed but not updated here: an instance may serve several
-associations, and its upgrade path (database migrations run by the new server at start) is
-not wired into this run yet. Deploy them by hand after a fresh run of their backup job
-(assotic-backup-<instance>-mattermost.service).
+Mattermost: each instance (an association's own, or one shared by several, named
+"<instance>/mattermost") is updated the same way: its backup job (database dump, data,
+config), no maintenance mode (Mattermost has none: the new server runs its database
+migrations when it starts), the limited deploy that points its unit at the new release and
+restarts it, the health check through nginx, the rollback by restore + previous release.
 
 `--dry-run` prints the plan only. The plan is always printed before anything is done.
 `--drill-fail-health <slug>/<app>`: for rehearsals, the health check of that instance is
@@ -148,13 +149,13 @@ def held_pins(markers: dict[str, dict[str, Any]], moving: str, moving_pin: dict[
 
 
 def markers_by_key(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Release markers read from a host, by "<slug>/<app>" (Mattermost: "mattermost:<name>")."""
+    """Release markers read from a host, by "<slug>/<app>" (Mattermost: "<instance>/mattermost")."""
     found = {}
     for record in records:
         if "tenant" in record:
             found[instance_key(record["tenant"], record["app"])] = record
         elif "instance" in record:
-            found[f"mattermost:{record['instance']}"] = record
+            found[instance_key(record["instance"], "mattermost")] = record
     return found
 
 
@@ -404,12 +405,25 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
         debian, markers = debian_major(h), read_markers(h)
         intermediate = list(h.data.get("nextcloud_upgrade_path") or [])
         for instance in h.data.platform.mattermost_on(h.name):
+            # One instance serves the associations with a team on it: it is updated when the
+            # filter names it or one of them.
+            if tenant_filter and tenant_filter not in (instance.name, *instance.tenants):
+                continue
             pin = pin_of(pinned_artifact(h.data.releases, "mattermost", debian))
-            deployed = markers.get(f"mattermost:{instance.name}", {})
-            if deployed.get("version") != pin["version"]:
-                notes.append(f"mattermost instance {instance.name} on {h.name}: "
-                             f"{deployed.get('version', 'no marker')} -> {pin['version']}, not updated "
-                             "here: run its backup job, then deploy it by hand (docs/updates.md)")
+            key = instance_key(instance.name, "mattermost")
+            deployed = markers.get(key)
+            if deployed is None:
+                notes.append(f"{key} on {h.name}: no release marker (deployed before markers "
+                             "existed?); deploy once to record it")
+                continue
+            if deployed["version"] == pin["version"]:
+                continue
+            update = Update(h.name, instance.name, "mattermost", instance.domain, deployed, pin)
+            try:
+                update.steps = upgrade_steps("mattermost", deployed["version"], pin)
+            except UpdateRefused as err:
+                update.refused = str(err)
+            updates.append(update)
         for tenant in h.data.platform.tenants_on(h.name):
             if tenant_filter and tenant.slug != tenant_filter:
                 continue

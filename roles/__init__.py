@@ -81,11 +81,14 @@ def host_plan(host_name: str, host_data: Any, debian: str) -> tuple[HostNeeds, l
             pinned = host_data.release_set.get(app, debian, key)
             plans.append(AppPlan(app, tenant, release, path, pinned=pinned and pinned.artifact))
     # Mattermost: one plan per instance on this host, whatever number of teams it serves.
+    # Each instance runs its own release tree (a drop-in per unit), so `make update` moves
+    # them one at a time: an instance is "<name>/mattermost" in per-instance pins.
     for instance in host_data.platform.mattermost_on(host_name):
+        key = instance_key(instance.name, "mattermost")
         release, path = choose_release(host_data.release_set, "mattermost", debian,
-                                       host_data.missing_release, host_name)
+                                       host_data.missing_release, host_name, key)
         needs.extend(app_roles()["mattermost"].mattermost_needs(instance, release))
-        pinned = host_data.release_set.get("mattermost", debian)
+        pinned = host_data.release_set.get("mattermost", debian, key)
         plans.append(AppPlan("mattermost", None, release, path, instance,
                              pinned=pinned and pinned.artifact))
     return needs, plans

@@ -100,14 +100,16 @@ def test_held_pins_keep_every_other_instance_on_what_it_runs():
         {"instance": "ulap", "app": "mattermost", "version": "11.1.1", "pin": pin("11.1.1")},
     ])
     pins = held_pins(markers, "ulap/paheko", pin("1.3.13"))
-    assert pins == {"ulap/paheko": pin("1.3.13"), "ulap/nextcloud": pin("34.0.3")}
+    # Mattermost instances are held too: a Paheko update must not move them to a new pin.
+    assert pins == {"ulap/paheko": pin("1.3.13"), "ulap/nextcloud": pin("34.0.3"),
+                    "ulap/mattermost": pin("11.1.1")}
 
 
 def test_markers_read_from_a_cat_of_several_files():
     text = '{"tenant": "a", "app": "paheko", "version": "1"}\n{"instance": "chat",\n "app": "mattermost"}'
     records = parse_json_stream(text)
     assert len(records) == 2
-    assert set(markers_by_key(records)) == {"a/paheko", "mattermost:chat"}
+    assert set(markers_by_key(records)) == {"a/paheko", "chat/mattermost"}
     assert parse_json_stream("") == []
 
 
@@ -185,3 +187,31 @@ def test_expected_jobs_follow_the_tenants_on_the_host():
                                mattermost_on=lambda host: [i for i in instances if i.host == host])
     jobs = expected_jobs("web-1", SimpleNamespace(platform=platform))
     assert jobs == ["ulap-nextcloud", "ulap-paheko", "ulap-mattermost", "chat-mattermost", "host"]
+
+
+def test_mattermost_instances_are_planned_one_by_one_and_follow_the_tenant_filter(monkeypatch):
+    from types import SimpleNamespace
+
+    import assotic.artifacts
+    import assotic.restore
+    import assotic.update as update_module
+
+    pins = {"paheko": "1.3.12", "mattermost": "11.2.0", "nextcloud": "34.0.4"}
+    monkeypatch.setattr(assotic.artifacts, "pinned_artifact",
+                        lambda releases, app, debian: SimpleNamespace(version=pins[app], url="u", sha256="0"))
+    monkeypatch.setattr(assotic.restore, "debian_major", lambda h: "12")
+    markers = {"chat/mattermost": {"instance": "chat", "version": "11.1.1", "pin": pin("11.1.1")},
+               "ulap/mattermost": {"instance": "ulap", "version": "11.2.0", "pin": pin("11.2.0")}}
+    monkeypatch.setattr(update_module, "read_markers", lambda h: markers)
+    chat = SimpleNamespace(name="chat", host="web-1", domain="chat.example.org", tenants=("toitcommun",))
+    own = SimpleNamespace(name="ulap", host="web-1", domain="chat.ulap.example.org", tenants=("ulap",))
+    platform = SimpleNamespace(mattermost_on=lambda host: [chat, own], tenants_on=lambda host: [])
+    web = SimpleNamespace(name="web-1", groups=["web"],
+                          data=SimpleNamespace(platform=platform, releases={}, get=lambda name: None))
+
+    updates, notes = update_module.find_updates([web], None)
+    assert [(u.key, u.deployed["version"], u.target_pin["version"]) for u in updates] == \
+        [("chat/mattermost", "11.1.1", "11.2.0")]  # ulap's instance already runs the pin
+    assert updates[0].domain == "chat.example.org" and not notes
+    assert update_module.find_updates([web], "toitcommun")[0][0].key == "chat/mattermost"
+    assert update_module.find_updates([web], "zerodechet")[0] == []
