@@ -302,6 +302,7 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
         raise RestoreError(f"{slug} has no backed-up app {app!r} (backed up: {', '.join(specs) or 'none'})")
     results = []
     plans: list[Plan] = []
+    unbacked: list[str] = []
     for name, (from_name, to_name, spec) in specs.items():
         if target is not None:
             to_name, to_host = target.name, target
@@ -315,13 +316,23 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
             raise RestoreError(f"{name}: could not list snapshots from {to_name}:\n{result.stderr.strip()}")
         answer = json.loads(result.stdout.strip().splitlines()[-1])
         if not answer["snapshot"]:
-            raise RestoreError(f"{slug}/{name}: no snapshot {snapshot!r} tagged tenant:{slug},app:{name} in "
-                               f"the repository of {from_name}; if {slug} moved, name the host that made "
-                               "the backups with --from (FROM=)")
+            problem = (f"{slug}/{name}: no snapshot {snapshot!r} tagged tenant:{slug},app:{name} in "
+                       f"the repository of {from_name}; if {slug} moved, name the host that made "
+                       "the backups with --from (FROM=)")
+            if app:  # asked for by name: nothing else to do
+                raise RestoreError(problem)
+            # A whole association: an app never backed up yet (just added) must not keep the
+            # others from coming back; the plan says so, and `make backup-status` flags it.
+            unbacked.append(problem)
+            continue
         plans.append(Plan(name, spec, from_name, to_name, answer["snapshot"], answer["live"],
                           answer["instance_exists"]))
+    if not plans:
+        raise RestoreError("nothing to restore:\n  " + "\n  ".join(unbacked))
 
     print(f"restore plan for {slug} ({inventory_file}):", file=out)
+    for problem in unbacked:
+        print(f"  - NOT RESTORED, {problem}", file=out)
     for p in plans:
         snap = p.snapshot
         state = ("LIVE: its current data will be REPLACED" if p.live else

@@ -80,3 +80,30 @@ def test_an_update_moves_the_canary_instance_only(bumped):
     after = marker_versions(WEB)
     assert after == {**before, "ulap/paheko": "1.3.13"}  # Nextcloud and Mattermost held
     assert "nothing to do" in update("--tenant", "ulap", "--dry-run", env=bumped).stdout
+
+
+MM_BUMP = {"mattermost": {"version": "11.2.0",
+                          "url": "https://releases.mattermost.com/11.2.0/mattermost-team-11.2.0-linux-amd64.tar.gz",
+                          "sha256": "11" * 32}}
+
+
+def test_a_mattermost_instance_is_updated_alone(bumped, tmp_path):
+    """ulap's own Mattermost instance moves (backup job, deploy, health check through nginx);
+    the shared instance `chat` on the same host stays on what it runs. Stand-ins: only the
+    marker changes, as for Paheko above."""
+    override = tmp_path / "mattermost.json"
+    override.write_text(json.dumps({**BUMP, **MM_BUMP}))
+    env = {**bumped, "ASSOTIC_RELEASES_OVERRIDE": str(override)}
+    before = marker_versions(WEB)
+    plan = update("--dry-run", env=env).stdout
+    assert "ulap/mattermost on web-1" in plan and "chat/mattermost on web-1" in plan
+    try:
+        result = update("--tenant", "ulap", env=env)
+        assert "fresh backup: snapshot" in result.stdout
+        assert "health check ok; ulap/mattermost runs 11.2.0" in result.stdout
+        assert marker_versions(WEB) == {**before, "ulap/mattermost": "11.2.0"}  # chat held
+    finally:
+        # Back to the pins of the other tests: only this instance's marker is rewritten.
+        back = run(str(VENV_BIN / "pyinfra"), "-y", "--limit", WEB, INVENTORY, "deploy.py", env=bumped)
+        assert changed_operation_names(back.stdout + back.stderr, WEB) == \
+            [f"Render {MARKERS}/mattermost-instance-ulap.json"]
