@@ -404,47 +404,36 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
             continue
         debian, markers = debian_major(h), read_markers(h)
         intermediate = list(h.data.get("nextcloud_upgrade_path") or [])
-        for instance in h.data.platform.mattermost_on(h.name):
-            # One instance serves the associations with a team on it: it is updated when the
-            # filter names it or one of them.
-            if tenant_filter and tenant_filter not in (instance.name, *instance.tenants):
-                continue
-            pin = pin_of(pinned_artifact(h.data.releases, "mattermost", debian))
-            key = instance_key(instance.name, "mattermost")
+
+        def plan(slug: str, app: str, domain: str, steps_from: list) -> None:
+            """Add the update of one instance when its marker differs from its pin."""
+            pin = pin_of(pinned_artifact(h.data.releases, app, debian))
+            key = instance_key(slug, app)
             deployed = markers.get(key)
             if deployed is None:
                 notes.append(f"{key} on {h.name}: no release marker (deployed before markers "
                              "existed?); deploy once to record it")
-                continue
+                return
             if deployed["version"] == pin["version"]:
-                continue
-            update = Update(h.name, instance.name, "mattermost", instance.domain, deployed, pin)
+                return
+            update = Update(h.name, slug, app, domain, deployed, pin)
             try:
-                update.steps = upgrade_steps("mattermost", deployed["version"], pin)
+                update.steps = upgrade_steps(app, deployed["version"], pin, steps_from)
             except UpdateRefused as err:
                 update.refused = str(err)
             updates.append(update)
+
+        for instance in h.data.platform.mattermost_on(h.name):
+            # One instance serves the associations with a team on it: it is updated when the
+            # filter names it or one of them.
+            if not tenant_filter or tenant_filter in (instance.name, *instance.tenants):
+                plan(instance.name, "mattermost", instance.domain, [])
         for tenant in h.data.platform.tenants_on(h.name):
             if tenant_filter and tenant.slug != tenant_filter:
                 continue
             for app in PER_TENANT_APPS:
-                if app not in tenant.apps_on(h.name):
-                    continue
-                pin = pin_of(pinned_artifact(h.data.releases, app, debian))
-                key = instance_key(tenant.slug, app)
-                deployed = markers.get(key)
-                if deployed is None:
-                    notes.append(f"{key} on {h.name}: no release marker (deployed before markers "
-                                 "existed?); deploy once to record it")
-                    continue
-                if deployed["version"] == pin["version"]:
-                    continue
-                update = Update(h.name, tenant.slug, app, tenant.apps.enabled()[app].domain, deployed, pin)
-                try:
-                    update.steps = upgrade_steps(app, deployed["version"], pin, intermediate)
-                except UpdateRefused as err:
-                    update.refused = str(err)
-                updates.append(update)
+                if app in tenant.apps_on(h.name):
+                    plan(tenant.slug, app, tenant.apps.enabled()[app].domain, intermediate)
     return updates, notes
 
 

@@ -215,3 +215,13 @@ def test_mattermost_instances_are_planned_one_by_one_and_follow_the_tenant_filte
     assert updates[0].domain == "chat.example.org" and not notes
     assert update_module.find_updates([web], "toitcommun")[0][0].key == "chat/mattermost"
     assert update_module.find_updates([web], "zerodechet")[0] == []
+
+    # Per-association apps: the same planning; a missing marker is a note, not an update.
+    tenants = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]
+    ulap = next(t for t in tenants if t.slug == "ulap")
+    platform.tenants_on = lambda host: [ulap]
+    markers["ulap/paheko"] = {"tenant": "ulap", "version": "1.3.11", "pin": pin("1.3.11")}
+    updates, notes = update_module.find_updates([web], "ulap")
+    assert [(u.key, u.domain) for u in updates] == [("ulap/paheko", "gestion.ulap.example.org")]
+    assert notes == ["ulap/nextcloud on web-1: no release marker (deployed before markers existed?); "
+                     "deploy once to record it"]
