@@ -322,9 +322,8 @@ def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> N
 
     from pyinfra import host
     from pyinfra.operations import apt, files, server, systemd
-    from pyinfra.operations.util import any_changed
 
-    from roles.remote_files import put_text
+    from roles.remote_files import put_text, reload_after
 
     from .facts import ManagedBackupUnits, ResticRepositoryReady
     from .sshkey import private_key_text
@@ -381,7 +380,9 @@ def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> N
                                       path=f"{UNIT_DIR}/{stale}.{suffix}", present=False))
         files.file(name=f"Remove {LIB_DIR}/{stale.removeprefix('assotic-backup-')}.sh",
                    path=f"{LIB_DIR}/{stale.removeprefix('assotic-backup-')}.sh", present=False)
-    systemd.daemon_reload(name="Reload systemd units (backup)", _if=any_changed(*changed))
+    reload_after("Reload systemd units (backup)", "systemctl daemon-reload", changed,
+                 stamp="daemon-reload-backup",
+                 covers=[f"{UNIT_DIR}/{u.name}.{suffix}" for u in units for suffix in ("service", "timer")])
     for unit in units:
         systemd.service(name=f"Enable and start {unit.name}.timer", service=f"{unit.name}.timer",
                         running=True, enabled=True)

@@ -89,10 +89,9 @@ def sshd_drop_in() -> str:
 def backup_target() -> None:
     """Accounts, folders, keys and the sshd rules for every host that backs up here."""
     from pyinfra import host, inventory
-    from pyinfra.operations import files, server, systemd
-    from pyinfra.operations.util import any_changed
+    from pyinfra.operations import files, server
 
-    from roles.remote_files import install_validated, put_text
+    from roles.remote_files import install_validated, put_text, reload_after
 
     clients = clients_of(host.name, [(h.name, h.groups, h.data) for h in inventory],
                          host.data.platform.secrets)
@@ -114,5 +113,5 @@ def backup_target() -> None:
         put_text(f"{KEYS_DIR}/{client.account}", authorized_keys(client), mode="0644")
     changed = install_validated(path=SSHD_DROP_IN, content=sshd_drop_in(),
                                 check="sshd -t -f {candidate}", mode="0644")
-    systemd.service(name="Reload ssh (backup accounts)", service="ssh", reloaded=True,
-                    _if=any_changed(*changed))
+    reload_after("Reload ssh (backup accounts)", "systemctl reload ssh", changed,
+                 stamp="ssh-backup-accounts", covers=[SSHD_DROP_IN])

@@ -15,9 +15,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
 
-from roles.remote_files import install_validated, put_text
+from roles.remote_files import install_validated, put_text, reload_after
 
 from . import render
 from .facts import ActiveSwaps, ContainerType, SshKexAlgorithms
@@ -149,12 +148,7 @@ def configure_sshd(settings: BaseSettings) -> None:
         check="sshd -t -f {candidate}",
         mode="0644",
     )
-    systemd.service(
-        name="Reload ssh",
-        service="ssh",
-        reloaded=True,
-        _if=any_changed(*changed),
-    )
+    reload_after("Reload ssh", "systemctl reload ssh", changed, stamp="ssh", covers=[SSHD_DROP_IN])
 
 
 def configure_firewall(settings: BaseSettings) -> None:
@@ -167,11 +161,8 @@ def configure_firewall(settings: BaseSettings) -> None:
     )
     systemd.service(name="Enable and start nftables", service="nftables", running=True, enabled=True)
     # reload-or-restart: on the first run the service may not be active yet.
-    server.shell(
-        name="Load /etc/nftables.conf",
-        commands=["systemctl reload-or-restart nftables"],
-        _if=any_changed(*changed),
-    )
+    reload_after("Load /etc/nftables.conf", "systemctl reload-or-restart nftables", changed,
+                 stamp="nftables", covers=[NFTABLES_CONF])
 
 
 def configure_unattended_upgrades(settings: BaseSettings) -> None:
@@ -193,12 +184,8 @@ def configure_time_sync(in_container: bool) -> None:
 
 def configure_journald(settings: BaseSettings) -> None:
     journald = put_text(JOURNALD_DROP_IN, journald_config(settings))
-    systemd.service(
-        name="Restart systemd-journald",
-        service="systemd-journald",
-        restarted=True,
-        _if=journald.did_change,
-    )
+    reload_after("Restart systemd-journald", "systemctl restart systemd-journald", [journald],
+                 stamp="systemd-journald", covers=[JOURNALD_DROP_IN])
 
 
 def configure_swap(settings: BaseSettings, in_container: bool) -> None:
@@ -235,8 +222,5 @@ def configure_fail2ban(settings: BaseSettings) -> None:
     systemd.service(name="Enable and start fail2ban", service="fail2ban", running=True, enabled=True)
     # A shell restart, not systemd.service(restarted=True): that one skips services
     # that were not running when facts were gathered, as on the first run.
-    server.shell(
-        name="Restart fail2ban",
-        commands=["systemctl restart fail2ban"],
-        _if=jail.did_change,
-    )
+    reload_after("Restart fail2ban", "systemctl restart fail2ban", [jail], stamp="fail2ban",
+                 covers=[FAIL2BAN_JAIL])

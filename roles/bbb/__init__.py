@@ -29,10 +29,10 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File, FindInFile
 from pyinfra.facts.hardware import Cpus
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from roles.remote_files import put_text
+from roles.remote_files import put_text, reload_after
 from roles.tls.model import DEFAULTS as TLS_DEFAULTS
 from roles.tls.model import TlsSettings
 
@@ -108,8 +108,8 @@ def bigbluebutton(secrets: Any, turn_servers: list[TurnServer]) -> None:
     install(settings)
     changed = configure(settings, secrets)
     # bbb-conf --restart restarts every BBB service and runs apply-config.sh.
-    server.shell(name="Restart BigBlueButton (bbb-conf --restart)",
-                 commands=["bbb-conf --restart"], _if=any_changed(*changed))
+    reload_after("Restart BigBlueButton (bbb-conf --restart)", "bbb-conf --restart", changed,
+                 stamp="bigbluebutton", covers=configured_paths(settings))
 
 
 def install(settings: BbbSettings) -> None:
@@ -149,7 +149,7 @@ def configure(settings: BbbSettings, secrets: Any) -> list:
         put_text(APPLY_CONFIG, apply_config(settings), mode="0755"),
     ]
     site = put_text(NGINX_SITE, nginx_site(settings))
-    systemd.service(name="Reload nginx", service="nginx", reloaded=True, _if=site.did_change)
+    reload_after("Reload nginx", "systemctl reload nginx", [site], stamp="nginx-bbb", covers=[NGINX_SITE])
     if settings.sip is not None:
         sip = settings.sip
         changed += [
@@ -158,6 +158,12 @@ def configure(settings: BbbSettings, secrets: Any) -> list:
             put_text(dialplan_path(sip), sip_dialplan(sip), mode="0640", group=FREESWITCH_GROUP),
         ]
     return changed
+
+
+def configured_paths(settings: BbbSettings) -> list[str]:
+    """The files configure() writes that bbb-conf --restart applies."""
+    sip = [gateway_path(settings.sip), dialplan_path(settings.sip)] if settings.sip is not None else []
+    return [WEB_PROPERTIES, TURN_XML, APPLY_CONFIG, *sip]
 
 
 def nextcloud_integration(tenant: Any, release: Any, secrets: Any, inventory: Any) -> None:

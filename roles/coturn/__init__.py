@@ -18,9 +18,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
 
-from roles.remote_files import put_text
+from roles.remote_files import put_text, reload_after
 from roles.tls.model import DEFAULTS as TLS_DEFAULTS
 from roles.tls.model import TlsSettings
 
@@ -63,12 +62,13 @@ def coturn(secrets: Any) -> None:
     config = put_text(TURNSERVER_CONF, turnserver_conf(settings, secrets.get(SECRET_NAME)),
                       mode="0640", group="turnserver")
     drop_in = put_text(SERVICE_DROP_IN, service_drop_in())
-    systemd.daemon_reload(name="Reload systemd units for coturn", _if=drop_in.did_change)
     systemd.service(name="Enable and start coturn", service="coturn", running=True, enabled=True)
     # A shell restart: systemd.service(restarted=True) skips a unit that was not running
     # when facts were gathered (Debian's package starts coturn, but only once configured).
-    server.shell(name="Restart coturn", commands=["systemctl restart coturn"],
-                 _if=any_changed(config, drop_in, *certificate))
+    # A new certificate later comes with certbot's hook, which restarts coturn itself.
+    reload_after("Restart coturn", "systemctl daemon-reload && systemctl restart coturn",
+                 [config, drop_in, *certificate], stamp="coturn",
+                 covers=[TURNSERVER_CONF, SERVICE_DROP_IN])
 
 
 def certificate_steps(settings: CoturnSettings) -> list:

@@ -320,10 +320,9 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
 
     from pyinfra import host
     from pyinfra.operations import apt, files, server, systemd
-    from pyinfra.operations.util import any_changed
 
     from assotic.artifacts import install_release
-    from roles.remote_files import put_text
+    from roles.remote_files import put_text, reload_after
 
     from .facts import MmctlJson
 
@@ -358,20 +357,19 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
     changed.append(put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
                                                      host.data), mode="0640", user="root",
                             group=inst.user))
-    unit_changed = [put_text(UNIT_TEMPLATE, unit_template()) if (host.name, "unit") not in
-                    _code_scheduled else None]
+    if (host.name, "unit") not in _code_scheduled:  # one template for every instance of the host
+        changed.append(put_text(UNIT_TEMPLATE, unit_template()))
     _code_scheduled.add((host.name, "unit"))
-    unit_changed.append(put_text(dropin_path(inst), release_dropin(inst, release)))
-    unit_changed = [op for op in unit_changed if op is not None]
-    changed += unit_changed
+    changed.append(put_text(dropin_path(inst), release_dropin(inst, release)))
 
-    server.shell(name=f"Reload systemd units ({unit_name(inst)})",
-                 commands=["systemctl daemon-reload"], _if=any_changed(*unit_changed))
     # A shell restart: systemd.service(restarted=True) skips a unit that was not running
     # when facts were read (the first deploy). `restart` starts a stopped unit too, and
-    # with Type=notify it returns once the server said it is ready.
-    server.shell(name=f"Restart {unit_name(inst)} (new code, unit or environment)",
-                 commands=[f"systemctl restart {unit_name(inst)}"], _if=any_changed(*changed))
+    # with Type=notify it returns once the server said it is ready. The drop-in names the
+    # release, so a deploy killed after new code or files and before this restart is
+    # caught up by the next one (reload_after).
+    reload_after(f"Restart {unit_name(inst)} (new code, unit or environment)",
+                 f"systemctl daemon-reload && systemctl restart {unit_name(inst)}", changed,
+                 stamp=unit_name(inst), covers=[env_path(inst), UNIT_TEMPLATE, dropin_path(inst)])
     systemd.service(name=f"Enable and start {unit_name(inst)}", service=unit_name(inst),
                     running=True, enabled=True)
 

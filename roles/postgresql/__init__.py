@@ -32,7 +32,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
 from assotic.needs import Database
-from roles.remote_files import put_text
+from roles.remote_files import put_text, reload_after
 
 from .facts import PostgresState, parse_state
 
@@ -194,17 +194,17 @@ def postgresql(databases: list[Database]) -> None:
     apt.packages(name=f"Install PostgreSQL {settings.version}", packages=["postgresql"],
                  cache_time=86400, update=True)
 
-    config = put_text(f"{settings.config_dir}/conf.d/assotic.conf", server_config(settings),
-                      user="postgres", group="postgres", mode="0644")
-    hba = put_text(f"{settings.config_dir}/pg_hba.conf", pg_hba_lines(databases),
-                   user="postgres", group="postgres", mode="0640")
+    config_path, hba_path = f"{settings.config_dir}/conf.d/assotic.conf", f"{settings.config_dir}/pg_hba.conf"
+    config = put_text(config_path, server_config(settings), user="postgres", group="postgres", mode="0644")
+    hba = put_text(hba_path, pg_hba_lines(databases), user="postgres", group="postgres", mode="0640")
     systemd.service(name=f"Enable and start {settings.cluster_service}",
                     service=settings.cluster_service, running=True, enabled=True)
-    server.shell(name=f"Restart {settings.cluster_service}",
-                 commands=[f"systemctl restart {settings.cluster_service}"], _if=config.did_change)
-    server.shell(name=f"Reload {settings.cluster_service} (pg_hba.conf)",
-                 commands=[f"systemctl reload-or-restart {settings.cluster_service}"],
-                 _if=hba.did_change)
+    # Both run again on the next deploy if this one was killed after the file changed.
+    reload_after(f"Restart {settings.cluster_service}", f"systemctl restart {settings.cluster_service}",
+                 [config], stamp=f"{settings.cluster_service}-config", covers=[config_path])
+    reload_after(f"Reload {settings.cluster_service} (pg_hba.conf)",
+                 f"systemctl reload-or-restart {settings.cluster_service}",
+                 [hba], stamp=f"{settings.cluster_service}-hba", covers=[hba_path])
 
     # Read at prepare time: before the run, PostgreSQL may not be installed yet (first
     # deploy): then every role and database is created.

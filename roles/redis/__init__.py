@@ -23,11 +23,11 @@ from pathlib import Path
 from assotic.templating import template_environment
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
+from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
 
 from assotic.needs import SRV_ROOT, RedisInstance
-from roles.remote_files import put_text
+from roles.remote_files import put_text, reload_after
 
 __all__ = ["DEFAULTS", "redis", "redis_config", "redis_unit", "unit_name", "config_path"]
 
@@ -115,18 +115,21 @@ def redis(instances: list[RedisInstance]) -> None:
     # Debian's shared instance (TCP 6379) is of no use here: masked before the package is
     # installed, so it never starts, not even once from the package's postinst.
     mask = files.link(name="Mask Debian's redis-server.service", path=DEBIAN_UNIT, target="/dev/null")
+    # Also when a deploy was killed between the mask and the stop: it would still be running.
+    debian_running = host.get_fact(SystemdStatus, services=["redis-server.service"]).get(
+        "redis-server.service", False)
     server.shell(
         name="Stop Debian's redis-server.service",
         commands=["systemctl daemon-reload",
                   "systemctl stop redis-server.service",
                   "systemctl reset-failed redis-server.service 2>/dev/null || true"],
-        _if=mask.did_change,
+        _if=lambda: mask.did_change() or debian_running,
     )
     apt.packages(name="Install redis-server", packages=["redis-server"], cache_time=86400, update=True)
 
     files.directory(name=f"Create {CONFIG_DIR}", path=CONFIG_DIR, user="root", group="root", mode="0755")
     unit = put_text(UNIT_TEMPLATE, redis_unit(settings))
-    systemd.daemon_reload(name="Reload systemd units (assotic-redis@)", _if=unit.did_change)
+    # No daemon-reload of its own: each instance's restart below runs one first.
 
     for instance in instances:
         user = instance.instance.user
@@ -136,6 +139,7 @@ def redis(instances: list[RedisInstance]) -> None:
         service = unit_name(instance)
         systemd.service(name=f"Enable and start {service}", service=service, running=True, enabled=True)
         # A shell restart: systemd.service(restarted=True) skips units that were not
-        # running when facts were gathered, as on the first run.
-        server.shell(name=f"Restart {service}", commands=[f"systemctl restart {service}"],
-                     _if=any_changed(config, unit))
+        # running when facts were gathered, as on the first run. Run again by the next
+        # deploy if this one was killed after the files changed (reload_after).
+        reload_after(f"Restart {service}", f"systemctl daemon-reload && systemctl restart {service}",
+                     [config, unit], stamp=service, covers=[config_path(instance), UNIT_TEMPLATE])

@@ -20,10 +20,9 @@ from assotic.templating import template_environment
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files, systemd
-from pyinfra.operations.util import any_changed
 
 from assotic.needs import Timer
-from roles.remote_files import put_text
+from roles.remote_files import put_text, reload_after
 
 __all__ = ["MARKER", "systemd_quote", "timer_units", "timers", "unit_paths"]
 
@@ -118,7 +117,9 @@ def timers(timers: list[Timer]) -> None:
             changed.append(files.file(name=f"Remove {path}", path=path, present=False))
 
     if changed:
-        systemd.daemon_reload(name="Reload systemd units (timers)", _if=any_changed(*changed))
+        reload_after("Reload systemd units (timers)", "systemctl daemon-reload", changed,
+                     stamp="daemon-reload-timers",
+                     covers=[path for timer in timers for path in unit_paths(timer.unit)])
     for timer in timers:
         systemd.service(name=f"Enable and start {timer.unit}.timer", service=f"{timer.unit}.timer",
                         running=True, enabled=True)

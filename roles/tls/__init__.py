@@ -17,9 +17,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
 
-from roles.remote_files import PathStats, put_text
+from roles.remote_files import PathStats, put_text, reload_after
 
 from . import render
 from .model import (
@@ -71,15 +70,12 @@ def lab_acme_server() -> None:
     config = put_text(PEBBLE_CONFIG, render.pebble_config())
     put_text(PEBBLE_REREGISTER, render.pebble_reregister_script(), mode="0755")
     unit = put_text(f"/etc/systemd/system/{PEBBLE_UNIT}", render.pebble_unit())
-    systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     systemd.service(name=f"Enable and start {PEBBLE_UNIT}", service=PEBBLE_UNIT, running=True, enabled=True)
     # A shell restart: systemd.service(restarted=True) skips a unit that was not running
     # when facts were gathered, as on the first run.
-    server.shell(
-        name=f"Restart {PEBBLE_UNIT}",
-        commands=[f"systemctl restart {PEBBLE_UNIT}"],
-        _if=any_changed(config, unit),
-    )
+    reload_after(f"Restart {PEBBLE_UNIT}", f"systemctl daemon-reload && systemctl restart {PEBBLE_UNIT}",
+                 [config, unit], stamp=PEBBLE_UNIT,
+                 covers=[PEBBLE_CONFIG, f"/etc/systemd/system/{PEBBLE_UNIT}"])
 
 
 def configure_renewal(settings: TlsSettings) -> None:
@@ -89,7 +85,8 @@ def configure_renewal(settings: TlsSettings) -> None:
         drop_in = put_text(CERTBOT_LAB_DROP_IN, render.certbot_lab_drop_in())
     else:
         drop_in = files.file(name=f"Remove {CERTBOT_LAB_DROP_IN}", path=CERTBOT_LAB_DROP_IN, present=False)
-    systemd.daemon_reload(name="Reload systemd units for certbot.service", _if=drop_in.did_change)
+    reload_after("Reload systemd units for certbot.service", "systemctl daemon-reload", [drop_in],
+                 stamp="daemon-reload-certbot", covers=[CERTBOT_LAB_DROP_IN])
     systemd.service(name="Enable and start certbot.timer", service="certbot.timer", running=True, enabled=True)
 
 

@@ -346,6 +346,7 @@ def bbb_host(facts=None, **data) -> FakeHost:
             "Directory": None, "File": None, "Sha1File": None, "Md5File": None, "Sha256File": None,
             "FindInFile": None, "FolderFiles": {}, "PathStats": {},  # a fresh host: nothing there
             "DebPackages": {}, "SystemdStatus": {}, "SystemdEnabled": {}, "Which": "/usr/bin/x",
+            "ChangedSinceStamp": True,  # never reloaded by assotic: no stamp
             "AptSources": [], "DebArch": "amd64", "Command": None, **(facts or {})}
     return FakeHost("bbb-1", {"bbb": ["bbb-1"], "turn": ["turn-1"]}, base, stub,
                     other_hosts={"turn-1": {"turn_domain": "turn.example.org"}})

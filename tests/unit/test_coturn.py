@@ -97,6 +97,7 @@ def coturn_plan(cert_exists: bool, **data):
                     {"turn_domain": "turn.example.org", "turn_certificate": "self-signed", **data},
                     {"DebPackages": {}, "Directory": None, "File": None, "Sha1File": None,
                      "FolderFiles": {}, "PathStats": {},  # a fresh host: nothing there
+                     "ChangedSinceStamp": True,  # no reload stamp yet
                      ("File", (("path", model.TURN_CERT),)): {"mode": 640} if cert_exists else None,
                      "SystemdStatus": {}, "SystemdEnabled": {}, "Command": None, "Which": "/usr/bin/x",
                      "AptSources": [], "DebArch": "amd64"})

@@ -41,3 +41,55 @@ def test_a_change_after_the_last_reload_is_pending_until_the_next_one(tmp_path):
     stamp.touch()  # the reload ran
     assert not pending(stamp, pools, ini)
     assert not pending(stamp, tmp_path / "missing.conf"), "a path that is not there is no change"
+
+
+def planned_reload(pending_on_host: bool, changed_now: bool):
+    from fake_facts import FakeHost
+
+    from roles.remote_files import Unchanged, reload_after
+
+    class ChangedHere:
+        @staticmethod
+        def did_change() -> bool:
+            return True
+
+    fake = FakeHost("web-1", {"web": ["web-1"]}, {}, {"ChangedSinceStamp": pending_on_host})
+    [op] = fake.plan(lambda: reload_after("Restart x", "systemctl restart x",
+                                          [ChangedHere() if changed_now else Unchanged()],
+                                          stamp="x", covers=["/etc/x.conf"]))
+    return op
+
+
+def test_reload_after_runs_for_a_change_now_or_one_left_by_a_killed_deploy():
+    for pending_on_host, changed_now, runs in ((False, False, False), (False, True, True),
+                                               (True, False, True)):
+        op = planned_reload(pending_on_host, changed_now)
+        assert op.global_arguments["_if"]() is runs, (pending_on_host, changed_now)
+    # The stamp is touched only once the command succeeded.
+    assert op.commands == ["systemctl restart x && install -d -m 0755 /var/lib/assotic/reloaded "
+                           "&& touch /var/lib/assotic/reloaded/x"]
+
+
+RELOAD_WORDS = ("reload", "restart", "load /etc/", "systemctl stop")
+
+
+def test_every_reload_in_the_roles_survives_a_killed_deploy():
+    """An operation that reloads or restarts a service only when this deploy changed a file
+    (`_if=...`) is never run again if the deploy is killed in between: roles use
+    remote_files.reload_after. Found by reading the roles' source."""
+    import ast
+    import re
+    from pathlib import Path
+
+    roles = Path(__file__).resolve().parents[2] / "roles"
+    offenders = []
+    for source in sorted(set(roles.rglob("*.py")) - {roles / "remote_files.py"}):
+        for node in ast.walk(ast.parse(source.read_text())):
+            condition = next((k.value for k in getattr(node, "keywords", ()) if k.arg == "_if"), None)
+            if not isinstance(node, ast.Call) or condition is None:
+                continue
+            # Only this deploy's changes: `<op>.did_change` or `any_changed(...)`.
+            only_changes = re.fullmatch(r"\w+\.did_change|any_changed\(.*\)", ast.unparse(condition))
+            if only_changes and any(word in ast.unparse(node).lower() for word in RELOAD_WORDS):
+                offenders.append(f"{source.relative_to(roles.parent)}:{node.lineno}")
+    assert offenders == [], f"reloads conditioned on this deploy's changes only: {offenders}"
