@@ -4,7 +4,9 @@ a night of backups and a restore cost.
 For 1 and for 10 generated associations (each with Nextcloud and Paheko on web-1):
   - converge: the first deploy onto a fresh lab host;
   - no-op: the deploy run again, which must change nothing;
-  - idle RSS: the resident memory of every process of the host, once pools are idle.
+  - idle memory of the whole host once pools are idle: its resident set, each page counted
+    once (the sum of every process's PSS), and the sum of the processes' RSS, which counts a
+    shared library again in every process that maps it.
 With 1 association, then, its backups to the lab's backup target (backup-1, deployed first,
 untimed, since web-1's first deploy initialises its repository there):
   - first night: its backup services started by hand, as their timers do (all data new);
@@ -44,6 +46,8 @@ BENCH_APPS = ("nextcloud", "paheko")
 TENANT_COUNTS = (1, 10)
 # PHP-FPM ondemand pools stop their workers after their idle timeout (10 s): wait longer.
 IDLE_SETTLE_S = 30
+# Checked against the host's resident set (PSS summed): what one more association costs
+# the host. The summed RSS is reported next to it.
 TARGET_RSS_PER_TENANT_KIB = 5 * 1024
 TARGET_NOOP_RATIO = 3.0
 
@@ -224,12 +228,13 @@ def summarize(runs: list[dict]) -> dict:
     pss_per_tenant = (many["idle_pss_kib"] - one["idle_pss_kib"]) / extra if extra else 0.0
     noop_ratio = many["noop_s"] / one["noop_s"] if one["noop_s"] else float("inf")
     return {
-        "rss_per_additional_tenant_kib": round(per_tenant),
-        "pss_per_additional_tenant_kib": round(pss_per_tenant),
+        "host_resident_per_additional_tenant_kib": round(pss_per_tenant),
+        "summed_process_rss_per_additional_tenant_kib": round(per_tenant),
         "noop_ratio": round(noop_ratio, 2),
         "target_rss_per_tenant_kib": TARGET_RSS_PER_TENANT_KIB,
         "target_noop_ratio": TARGET_NOOP_RATIO,
-        "rss_target_met": per_tenant < TARGET_RSS_PER_TENANT_KIB,
+        "rss_target_met": pss_per_tenant < TARGET_RSS_PER_TENANT_KIB,
+        "summed_process_rss_under_target": per_tenant < TARGET_RSS_PER_TENANT_KIB,
         "noop_target_met": noop_ratio < TARGET_NOOP_RATIO,
     }
 
@@ -241,9 +246,12 @@ def table(runs: list[dict], summary: dict) -> str:
         lines.append(f"{r['tenants']:>7}  {r['converge_s']:>10}  {r['noop_s']:>8}  "
                      f"{r['noop_changed_operations']:>13}  {r['idle_rss_kib'] / 1024:>12.1f}  "
                      f"{r['idle_pss_kib'] / 1024:>12.1f}")
-    lines.append(f"RSS per additional tenant: {summary['rss_per_additional_tenant_kib'] / 1024:.2f} "
-                 f"MiB (target < 5 MiB: {'met' if summary['rss_target_met'] else 'NOT met'}); "
-                 f"PSS per additional tenant: {summary['pss_per_additional_tenant_kib'] / 1024:.2f} MiB")
+    lines.append(f"host resident memory (PSS summed) per additional tenant: "
+                 f"{summary['host_resident_per_additional_tenant_kib'] / 1024:.2f} MiB "
+                 f"(target < 5 MiB: {'met' if summary['rss_target_met'] else 'NOT met'}); "
+                 f"summed process RSS per additional tenant: "
+                 f"{summary['summed_process_rss_per_additional_tenant_kib'] / 1024:.2f} MiB "
+                 "(counts shared libraries once per process)")
     lines.append(f"no-op with {runs[-1]['tenants']} / with {runs[0]['tenants']}: "
                  f"{summary['noop_ratio']} (target < 3: "
                  f"{'met' if summary['noop_target_met'] else 'NOT met'})")
