@@ -22,6 +22,8 @@ from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
+from roles.prepared import prepared_fact
+
 
 class FolderFiles(FactBase):
     """{path: (sha1, owner, group, mode)} of every regular file directly in a folder, in one command."""
@@ -72,7 +74,7 @@ def put_text(path: str, content: str, mode: str = "0644", user: str = "root",
              group: str = "root") -> OperationMeta | Unchanged:
     """Upload rendered text to `path` (parent folders created); changes only when it differs."""
     wanted = (hashlib.sha1(content.encode()).hexdigest(), user, group, int(mode, 8))
-    if host.get_fact(FolderFiles, folder=posixpath.dirname(path)).get(path) == wanted:
+    if prepared_fact(FolderFiles, folder=posixpath.dirname(path)).get(path) == wanted:
         return Unchanged()
     return files.put(
         name=f"Render {path}",

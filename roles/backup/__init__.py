@@ -323,6 +323,7 @@ def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> N
     from pyinfra import host
     from pyinfra.operations import apt, files, server, systemd
 
+    from roles.prepared import enable_and_start
     from roles.remote_files import put_text, reload_after
 
     from .facts import ManagedBackupUnits, ResticRepositoryReady
@@ -383,9 +384,7 @@ def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> N
     reload_after("Reload systemd units (backup)", "systemctl daemon-reload", changed,
                  stamp="daemon-reload-backup",
                  covers=[f"{UNIT_DIR}/{u.name}.{suffix}" for u in units for suffix in ("service", "timer")])
-    for unit in units:
-        systemd.service(name=f"Enable and start {unit.name}.timer", service=f"{unit.name}.timer",
-                        running=True, enabled=True)
+    enable_and_start(f"{unit.name}.timer" for unit in units)
 
     # Read before the run: on a first deploy the repository cannot be reached yet, so the
     # init step runs (and creates it only if it is really missing).

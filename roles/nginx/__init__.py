@@ -29,6 +29,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
 from assotic.needs import Vhost
+from roles.prepared import prepared_fact
 from roles.remote_files import FolderFiles, put_text
 from roles.tls import ACME_WEBROOT, TlsSettings, cert_paths
 
@@ -108,7 +109,7 @@ def activate(label: str, wanted: dict[str, str], removals: list[str],
     staged = []
     for path, content in wanted.items():
         # One fact per folder, not one per file: a no-op deploy stays cheap with many vhosts.
-        on_host = host.get_fact(FolderFiles, folder=posixpath.dirname(path)).get(path)
+        on_host = prepared_fact(FolderFiles, folder=posixpath.dirname(path)).get(path)
         if on_host is not None and on_host[0] == hashlib.sha1(content.encode()).hexdigest():
             continue
         put_text(staging_path(path), content)

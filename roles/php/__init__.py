@@ -27,6 +27,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
 from assotic.needs import SRV_ROOT, AppInstance, PhpPool
+from roles.prepared import SystemAccount, system_accounts
 from roles.remote_files import PathStats, put_text, reload_after
 
 __all__ = [
@@ -269,22 +270,13 @@ def instance_accounts(instances: list[AppInstance]) -> None:
     www-data is never added to these groups: nginx reaches PHP through the pool's
     socket, not through the files.
     """
+    # One command reads every account; operations only for those missing or different.
+    # The home is root's, made below.
+    system_accounts(SystemAccount(user=i.user, home=i.home, shell=NOLOGIN,
+                                  comment=f"assotic {i.app} of {i.slug}")
+                    for i in unique_instances(instances))
     folders: dict[str, tuple[str, str, str]] = {}  # path -> (owner, group, mode), parents first
     for instance in unique_instances(instances):
-        user = instance.user
-        server.group(name=f"Create group {user}", group=user, system=True)
-        server.user(
-            name=f"Create user {user}",
-            user=user,
-            group=user,
-            groups=[],
-            home=instance.home,
-            shell=NOLOGIN,
-            system=True,
-            create_home=False,
-            ensure_home=False,  # the home is root's, made below
-            comment=f"assotic {instance.app} of {instance.slug}",
-        )
         for path, owner, group, mode in instance_directories(instance):
             folders.setdefault(path, (owner, group, mode))
     # One stat for every folder of every instance; an operation only where one differs.

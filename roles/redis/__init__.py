@@ -27,6 +27,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 
 from assotic.needs import SRV_ROOT, RedisInstance
+from roles.prepared import not_yet_enabled_and_running
 from roles.remote_files import put_text, reload_after
 
 __all__ = ["DEFAULTS", "redis", "redis_config", "redis_unit", "unit_name", "config_path"]
@@ -131,13 +132,15 @@ def redis(instances: list[RedisInstance]) -> None:
     unit = put_text(UNIT_TEMPLATE, redis_unit(settings))
     # No daemon-reload of its own: each instance's restart below runs one first.
 
+    to_start = not_yet_enabled_and_running(unit_name(i) for i in instances)
     for instance in instances:
         user = instance.instance.user
         password = platform_secrets.get(instance.password_secret)
         config = put_text(config_path(instance), redis_config(instance, password),
                           user="root", group=user, mode="0640")
         service = unit_name(instance)
-        systemd.service(name=f"Enable and start {service}", service=service, running=True, enabled=True)
+        if service in to_start:
+            systemd.service(name=f"Enable and start {service}", service=service, running=True, enabled=True)
         # A shell restart: systemd.service(restarted=True) skips units that were not
         # running when facts were gathered, as on the first run. Run again by the next
         # deploy if this one was killed after the files changed (reload_after).

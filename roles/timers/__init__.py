@@ -22,6 +22,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files, systemd
 
 from assotic.needs import Timer
+from roles.prepared import enable_and_start
 from roles.remote_files import put_text, reload_after
 
 __all__ = ["MARKER", "systemd_quote", "timer_units", "timers", "unit_paths"]
@@ -120,6 +121,4 @@ def timers(timers: list[Timer]) -> None:
         reload_after("Reload systemd units (timers)", "systemctl daemon-reload", changed,
                      stamp="daemon-reload-timers",
                      covers=[path for timer in timers for path in unit_paths(timer.unit)])
-    for timer in timers:
-        systemd.service(name=f"Enable and start {timer.unit}.timer", service=f"{timer.unit}.timer",
-                        running=True, enabled=True)
+    enable_and_start(f"{timer.unit}.timer" for timer in timers)
