@@ -118,8 +118,9 @@ def install_validated(path: str, content: str, check: str, mode: str) -> list[Op
 # (`_if=any_changed(...)`). A deploy killed between the two (SIGKILL, a lost session) leaves
 # the new files on the host and the service running the old ones; the next deploy finds the
 # files right, changes nothing, and would never reload. So each such reload, once it
-# succeeded, touches a stamp here, and the next deploy runs it again while a file it covers
-# is newer than its stamp.
+# succeeded, writes a stamp here listing the paths it covers, and the next deploy runs it
+# again while one of them is newer than its stamp (`make verify` reports such a path too:
+# tests/verify/test_reloads.py).
 RELOAD_STAMPS = "/var/lib/assotic/reloaded"
 
 
@@ -143,11 +144,13 @@ class ChangedSinceStamp(FactBase):
 def reload_after(name: str, command: str, changed: Iterable, stamp: str, covers: Iterable[str]):
     """`command` (a reload or restart) when one of `changed` changed in this deploy, or when a
     file of `covers` changed after its last successful run (a deploy killed in between)."""
-    stamp_path = f"{RELOAD_STAMPS}/{stamp}"
-    pending = host.get_fact(ChangedSinceStamp, stamp=stamp_path, paths=tuple(covers))
+    stamp_path, covers = f"{RELOAD_STAMPS}/{stamp}", tuple(covers)
+    pending = prepared_fact(ChangedSinceStamp, stamp=stamp_path, paths=covers)
     changed_now = any_changed(*changed)
+    listed = " ".join(shlex.quote(p) for p in covers)
     return server.shell(
         name=name,
-        commands=[f"{command} && install -d -m 0755 {RELOAD_STAMPS} && touch {stamp_path}"],
+        commands=[f"{command} && install -d -m 0755 {RELOAD_STAMPS} && "
+                  f"printf '%s\\n' {listed} > {stamp_path}"],
         _if=lambda: pending or changed_now(),
     )

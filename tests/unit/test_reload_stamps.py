@@ -65,9 +65,9 @@ def test_reload_after_runs_for_a_change_now_or_one_left_by_a_killed_deploy():
                                                (True, False, True)):
         op = planned_reload(pending_on_host, changed_now)
         assert op.global_arguments["_if"]() is runs, (pending_on_host, changed_now)
-    # The stamp is touched only once the command succeeded.
+    # The stamp is written, with the paths it covers, only once the command succeeded.
     assert op.commands == ["systemctl restart x && install -d -m 0755 /var/lib/assotic/reloaded "
-                           "&& touch /var/lib/assotic/reloaded/x"]
+                           "&& printf '%s\\n' /etc/x.conf > /var/lib/assotic/reloaded/x"]
 
 
 RELOAD_WORDS = ("reload", "restart", "load /etc/", "systemctl stop")
