@@ -181,8 +181,7 @@ def environment(inst: MattermostInstance, db_password: str, data: Any = None) ->
 
 
 def env_file(inst: MattermostInstance, db_password: str, data: Any = None) -> str:
-    context = {"name": inst.name, "user": inst.user, "teams": ", ".join(inst.tenants) or "none",
-               "variables": environment(inst, db_password, data)}
+    context = {"name": inst.name, "user": inst.user, "variables": environment(inst, db_password, data)}
     return render("mattermost/instance.env.j2", env=context)
 
 
