@@ -20,8 +20,9 @@ so a deploy never fights the app and stays idempotent.
 Teams and team admins: created through the local-mode socket as the service user, from the
 tenant files (team name = slug with '-' for '_', display name = tenant name). `mmctl --local`
 for facts, teams and memberships; user accounts by POSTing a 0600 JSON file to the same socket
-with curl, because `mmctl user create` takes the password on its command line only; the
-team-admin role also by the API (mmctl has no command for it). See docs/mattermost.md.
+with curl, because `mmctl user create` takes the password on its command line only. The
+team-admin role is set in the instance's database: neither mmctl nor the local-mode socket has
+a way to change a team member's roles. See docs/mattermost.md.
 
 Without a release (missing_release = "standin"): the SAME unit, user, port, socket, env file,
 database and vhost run templates/mattermost/mattermost-standin.py.j2 instead, with a loud
@@ -180,8 +181,7 @@ def environment(inst: MattermostInstance, db_password: str, data: Any = None) ->
 
 
 def env_file(inst: MattermostInstance, db_password: str, data: Any = None) -> str:
-    context = {"name": inst.name, "user": inst.user, "teams": ", ".join(inst.tenants) or "none",
-               "variables": environment(inst, db_password, data)}
+    context = {"name": inst.name, "user": inst.user, "variables": environment(inst, db_password, data)}
     return render("mattermost/instance.env.j2", env=context)
 
 
@@ -225,7 +225,7 @@ def local_api_prefix(inst: MattermostInstance) -> str:
 class TeamStep:
     """One change to make on an instance: what it is, for the operation name and the tests."""
 
-    kind: str  # "create_team", "create_user", "add_member"
+    kind: str  # "create_team", "create_user", "add_member", "make_team_admin"
     team: str
     username: str = ""
     email: str = ""
@@ -234,17 +234,26 @@ class TeamStep:
 
 
 def team_steps(inst: MattermostInstance, tenants: list[Tenant], teams: list, users: list,
-               members: Mapping[str, list]) -> list[TeamStep]:
-    """What is missing, from facts: `team list --json`, `user list --all --json`, and per team
-    `user list --team <team> --json`. Pure and unit-tested.
+               members: Mapping[str, list], admins: Mapping[str, list]) -> list[TeamStep]:
+    """What is missing, from facts: `team list --json`, `user list --all --json`, per team
+    `user list --team <team> --json`, and the team admins read from the database
+    (MattermostTeamAdmins: {team: [username, e-mail, ...]}). Pure and unit-tested.
 
     A user is matched by e-mail or username (an admin of two associations is one user, in
-    two teams). New members of a team are made its admins (scheme_admin), once: an
-    association that later demotes one of them is not overridden.
+    two teams), and named by the username the account really has. Every admin the tenant
+    file declares is made a team admin (scheme_admin) whenever they are not one, on every
+    deploy: the tenant file says who the association's admins are, so a promotion that
+    failed, or an admin who was already a plain member, is caught up by the next deploy. To
+    take someone's admin role away, remove them from `admins:`; assotic never demotes
+    anyone, so admins the association promoted itself stay admins.
     """
     known_teams = {t.get("name") for t in teams if isinstance(t, dict)}
-    known_users = {(u.get("email") or "").lower() for u in users if isinstance(u, dict)}
-    known_users |= {u.get("username") for u in users if isinstance(u, dict)}
+    accounts = {}
+    for user in users:
+        if isinstance(user, dict) and user.get("username"):
+            accounts[user["username"]] = user["username"]
+            if user.get("email"):
+                accounts[user["email"].lower()] = user["username"]
     steps: list[TeamStep] = []
     for tenant in tenants:
         team = team_name(tenant.slug)
@@ -252,14 +261,33 @@ def team_steps(inst: MattermostInstance, tenants: list[Tenant], teams: list, use
             steps.append(TeamStep("create_team", team, display_name=tenant.name))
         in_team = {u.get("username") for u in members.get(team, []) if isinstance(u, dict)}
         in_team |= {(u.get("email") or "").lower() for u in members.get(team, []) if isinstance(u, dict)}
+        team_admins = {str(name).lower() for name in admins.get(team, [])}
         for index, admin in enumerate(tenant.admins):
-            if admin.username not in known_users and admin.email.lower() not in known_users:
+            email = admin.email.lower()
+            username = accounts.get(email) or accounts.get(admin.username)
+            if username is None:
                 steps.append(TeamStep("create_user", team, admin.username, admin.email, admin.name,
                                       first_admin=index == 0))
-                known_users |= {admin.username, admin.email.lower()}
-            if admin.username not in in_team and admin.email.lower() not in in_team:
-                steps.append(TeamStep("add_member", team, admin.username, admin.email))
+                username = accounts[admin.username] = accounts[email] = admin.username
+            if username not in in_team and email not in in_team:
+                steps.append(TeamStep("add_member", team, username, admin.email))
+            if username not in team_admins and email not in team_admins:
+                steps.append(TeamStep("make_team_admin", team, username, admin.email))
     return steps
+
+
+def _sql_text(value: str) -> str:
+    """An SQL string literal (quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def team_admin_sql(step: TeamStep) -> str:
+    """Make one team member a team admin, in the instance's own database. Local mode has no
+    route for it (docs/mattermost.md); the columns are those Mattermost's store writes. One
+    row back, or none when the account is not an active member of the team."""
+    return ("UPDATE teammembers SET schemeadmin = true WHERE deleteat = 0 AND teamid = "
+            f"(SELECT id FROM teams WHERE name = {_sql_text(step.team)} AND deleteat = 0) AND userid = "
+            f"(SELECT id FROM users WHERE username = {_sql_text(step.username)}) RETURNING userid")
 
 
 def new_user_json(step: TeamStep, password: str) -> str:
@@ -291,16 +319,17 @@ def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
                             "|| echo 'assotic: could not send the password reset e-mail (SMTP?)'")
         return commands
     if step.kind == "add_member":
-        # Member, then team admin (schemeRoles), by ids read from the same socket.
-        get_id = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"id\"])'"
-        roles = json.dumps({"scheme_admin": True, "scheme_user": True})
-        return [
-            f"{mmctl} team users add {shlex.quote(step.team)} {shlex.quote(step.username)}",
-            f"team_id=$({api} {base}/teams/name/{shlex.quote(step.team)} | {get_id}) && "
-            f"user_id=$({api} {base}/users/username/{shlex.quote(step.username)} | {get_id}) && "
-            f"{api} -X PUT -H 'Content-Type: application/json' --data {shlex.quote(roles)} "
-            f"\"{base}/teams/$team_id/members/$user_id/schemeRoles\" >/dev/null",
-        ]
+        # mmctl exits 0 even when the server refuses the member (team_users.go prints the error
+        # and returns nil); the make_team_admin step after it fails loudly in that case.
+        return [f"{mmctl} team users add {shlex.quote(step.team)} {shlex.quote(step.username)}"]
+    if step.kind == "make_team_admin":
+        # As PostgreSQL's superuser over its local socket (peer authentication, no password).
+        # A user who is logged in sees the role once Mattermost reloads their session
+        # (ServiceSettings.SessionCacheInMinutes, 10 by default); a new account has no session yet.
+        psql = shlex.join(["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
+                           "-d", inst.user, "-c", team_admin_sql(step)])
+        missing = shlex.quote(f"assotic: {step.username} is not a member of team {step.team}")
+        return [f"test -n \"$({psql})\" || {{ echo {missing} >&2; exit 1; }}"]
     raise ValueError(f"unknown step {step.kind!r}")
 
 
@@ -324,7 +353,7 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
     from assotic.artifacts import install_release
     from roles.remote_files import put_text, reload_after
 
-    from .facts import MmctlJson
+    from .facts import MattermostTeamAdmins, MmctlJson
 
     home = inst.app_instance
     changed = []
@@ -386,8 +415,9 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
     members = {team_name(t.slug): host.get_fact(MmctlJson, mmctl=mmctl,
                                                  args=f"user list --all --team {team_name(t.slug)}")
                for t in tenants}
+    admins = host.get_fact(MattermostTeamAdmins, database=inst.user)
     by_team = {team_name(t.slug): t for t in tenants}
-    for step in team_steps(inst, tenants, teams, users, members):
+    for step in team_steps(inst, tenants, teams, users, members, admins):
         body_file = None
         if step.kind == "create_user":
             tenant = by_team[step.team]

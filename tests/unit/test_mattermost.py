@@ -306,14 +306,73 @@ def ulap():
 def test_team_steps_on_an_empty_server_then_none():
     instances, _ = built()
     inst = next(i for i in instances if i.name == "ulap")
-    steps = mattermost.team_steps(inst, [ulap()], [], [], {})
+    steps = mattermost.team_steps(inst, [ulap()], [], [], {}, {})
     assert [(s.kind, s.team, s.username, s.first_admin) for s in steps] == [
         ("create_team", "ulap", "", False),
         ("create_user", "ulap", "nadia_benali", True), ("add_member", "ulap", "nadia_benali", False),
-        ("create_user", "ulap", "jpmorel", False), ("add_member", "ulap", "jpmorel", False)]
+        ("make_team_admin", "ulap", "nadia_benali", False),
+        ("create_user", "ulap", "jpmorel", False), ("add_member", "ulap", "jpmorel", False),
+        ("make_team_admin", "ulap", "jpmorel", False)]
     users = [{"username": "nadia_benali", "email": "Nadia.Benali@ulap.example.org"},
              {"username": "jpm", "email": "jp.morel@ulap.example.org"}]
-    assert mattermost.team_steps(inst, [ulap()], [{"name": "ulap"}], users, {"ulap": users}) == []
+    admins = {"ulap": ["nadia_benali", "nadia.benali@ulap.example.org", "jpm", "jp.morel@ulap.example.org"]}
+    assert mattermost.team_steps(inst, [ulap()], [{"name": "ulap"}], users, {"ulap": users}, admins) == []
+
+
+def test_declared_admins_are_made_team_admins_on_every_deploy():
+    """The tenant file says who the association's admins are: a deploy after a failed
+    promotion, or with an admin already in the team as a plain member, still promotes them."""
+    instances, _ = built()
+    inst = next(i for i in instances if i.name == "ulap")
+    steps = mattermost.team_steps(inst, [ulap()], [], [], {}, {})
+    assert [(s.kind, s.username) for s in steps if s.kind in ("add_member", "make_team_admin")] == [
+        ("add_member", "nadia_benali"), ("make_team_admin", "nadia_benali"),
+        ("add_member", "jpmorel"), ("make_team_admin", "jpmorel")]
+    # Both are members; the first is admin, the second is not (demoted, or a promotion that
+    # failed): only the second is promoted, under the username the account really has.
+    users = [{"username": "nadia_benali", "email": "nadia.benali@ulap.example.org"},
+             {"username": "jpm", "email": "JP.Morel@ulap.example.org"}]
+    steps = mattermost.team_steps(inst, [ulap()], [{"name": "ulap"}], users, {"ulap": users},
+                                  {"ulap": ["nadia_benali", "nadia.benali@ulap.example.org"]})
+    assert [(s.kind, s.team, s.username) for s in steps] == [("make_team_admin", "ulap", "jpm")]
+
+
+def test_team_admin_is_made_in_the_database_because_local_mode_has_no_route_for_it():
+    """mattermost/mattermost server/channels/api4/team_local.go mounts no schemeRoles (nor any
+    team-member role) route on the local socket: that PUT would answer 404 and curl exit 22."""
+    instances, _ = built()
+    inst = instances[0]
+    add = mattermost.step_commands(inst, RELEASE, mattermost.TeamStep(
+        "add_member", "zerodechet", "lucie", "lucie@zerodechet.example.org"))
+    assert add == ["runuser -u mattermost_chat -- env MMCTL_LOCAL_SOCKET_PATH=/run/assotic-mattermost-chat/"
+                   "mattermost.sock /opt/assotic/mattermost-11.1.1/bin/mmctl --local team users add "
+                   "zerodechet lucie"]
+    [promote] = mattermost.step_commands(inst, RELEASE, mattermost.TeamStep(
+        "make_team_admin", "zerodechet", "lucie", "lucie@zerodechet.example.org"))
+    assert "schemeRoles" not in promote and "curl" not in promote
+    assert promote.startswith("test -n \"$(runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 "
+                              "-d mattermost_chat -c ")
+    assert ("UPDATE teammembers SET schemeadmin = true WHERE deleteat = 0 AND teamid = "
+            "(SELECT id FROM teams WHERE name = '\"'\"'zerodechet'\"'\"' AND deleteat = 0) AND userid = "
+            "(SELECT id FROM users WHERE username = '\"'\"'lucie'\"'\"') RETURNING userid") in promote
+    assert promote.endswith("|| { echo 'assotic: lucie is not a member of team zerodechet' >&2; exit 1; }")
+    quoted = mattermost.step_commands(inst, RELEASE, mattermost.TeamStep(
+        "make_team_admin", "zerodechet", "o'neil", "o@zerodechet.example.org"))[0]
+    assert "username = '\"'\"'o'\"'\"''\"'\"'neil'\"'\"'" in quoted  # a quote doubled, then shell-quoted
+
+
+def test_team_admins_fact_reads_the_database_or_nothing():
+    from roles.mattermost.facts import MattermostTeamAdmins
+
+    fact = MattermostTeamAdmins()
+    command = fact.command("mattermost_chat")
+    assert command.startswith("runuser -u postgres -- psql -XAtq -F '|' -d mattermost_chat -c ")
+    assert "tm.schemeadmin" in command and command.endswith("2>/dev/null || true")
+    assert fact.process(["zerodechet|lucie|lucie@zerodechet.example.org",
+                         "zerodechet|marc|marc@zerodechet.example.org", "toitcommun|ana|ana@t.example.org"]) == {
+        "zerodechet": ["lucie", "lucie@zerodechet.example.org", "marc", "marc@zerodechet.example.org"],
+        "toitcommun": ["ana", "ana@t.example.org"]}
+    assert fact.process([]) == {} and fact.process(["ERROR: relation does not exist"]) == {}
 
 
 def test_team_names_replace_underscores():
@@ -340,7 +399,7 @@ def test_commands_never_put_a_password_on_the_command_line():
                     "--name zerodechet --display-name 'Zéro Déchet'"]
     add = "\n".join(mattermost.step_commands(inst, RELEASE, mattermost.TeamStep(
         "add_member", "zerodechet", "lucie", "lucie@zerodechet.example.org")))
-    assert "mmctl --local team users add zerodechet lucie" in add and "schemeRoles" in add
+    assert "mmctl --local team users add zerodechet lucie" in add
 
 
 def test_mmctl_facts_parse_json_or_nothing():
