@@ -12,6 +12,7 @@ import json
 import pytest
 
 from roles import mattermost
+from roles.mattermost.facts import MattermostTeamAdmins
 from roles.mattermost.model import team_name
 
 pytestmark = pytest.mark.hosts_in("web")
@@ -133,6 +134,16 @@ def test_teams_exist_with_their_admins(host, data, pyinfra_host):
             members = json.loads(host.check_output(f"{mmctl} user list --all --team {team_name(slug)} --json"))
             emails = {m.get("email", "").lower() for m in members}
             assert {a.email.lower() for a in tenant.admins} <= emails
+        # Team admins are made in the database (local mode has no route for team roles):
+        # read them back the way the role's own fact does.
+        fact = MattermostTeamAdmins()
+        admins = fact.process(host.check_output(fact.command(inst.user)).splitlines())
+        for slug in inst.tenants:
+            tenant = next(t for t in data.tenants if t.slug == slug)
+            found = {value.lower() for value in admins.get(team_name(slug), [])}
+            missing = [a.email for a in tenant.admins
+                       if a.email.lower() not in found and a.username.lower() not in found]
+            assert not missing, f"{inst.name}: not team admins of {team_name(slug)}: {missing}"
         checked += 1
     if not checked:
         pytest.skip("every Mattermost instance here is the stand-in: the release was not "
