@@ -15,6 +15,7 @@ Facts followed (docs.bigbluebutton.org and bbb-install, v3.0.x-release):
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,16 @@ WEB_PROPERTIES = f"{ETC}/bbb-web.properties"
 TURN_XML = f"{ETC}/turn-stun-servers.xml"
 APPLY_CONFIG = f"{ETC}/bbb-conf/apply-config.sh"
 NGINX_SITE = "/etc/nginx/sites-available/bigbluebutton"
+# Where BBB's nginx includes come from (/etc/bigbluebutton/nginx links here). bbb-install's
+# install_ssl creates default-fe.nginx there: no package ships it, and it defines the
+# `@bbb-fe` location the site's `try_files $uri @bbb-fe` falls back to.
+NGINX_INCLUDES = "/usr/share/bigbluebutton/nginx"
+DEFAULT_FE = f"{NGINX_INCLUDES}/default-fe.nginx"
+# bbb-conf --setip writes bbbWebAPI (with the protocol of serverURL) and copies securitySalt
+# from bbb-web.properties into this file; bbb-conf --setsecret writes sharedSecret here too.
+AKKA_CONF = f"{ETC}/bbb-apps-akka.conf"
+# bbb-conf --setsecret also writes the webhooks' sharedSecret, when bbb-webhooks is installed.
+WEBHOOKS_CONF = "/usr/local/bigbluebutton/bbb-webhooks/config/default.yml"
 ACME_WEBROOT = "/var/www/bigbluebutton-default/assets"  # bbb-install's webroot
 RECORDING_YML = "/usr/local/bigbluebutton/core/scripts/bigbluebutton.yml"  # has the host name
 FREESWITCH_CONF = "/opt/freeswitch/conf"  # BBB's FreeSWITCH (-> /opt/freeswitch/etc/freeswitch)
@@ -45,6 +56,12 @@ SECRET_TEMPLATE = "bbb/{host}/api_secret"
 # saves a symlink, not what it points to), and the published recordings when data asks.
 FREESWITCH_REAL_CONF = "/opt/freeswitch/etc/freeswitch"
 PUBLISHED_RECORDINGS = "/var/bigbluebutton/published"
+
+# BBB's FreeSWITCH CLI is not on PATH, and its ESL password is not FreeSWITCH's default:
+# bbb-conf --setip replaces ClueCon with a random one and writes it into event_socket.conf.xml
+# (bigbluebutton-config/bin/bbb-conf, "Update ESL passwords"), where bbb-conf --check reads it.
+FS_CLI = "/opt/freeswitch/bin/fs_cli"
+ESL_CONFIG = f"{FREESWITCH_REAL_CONF}/autoload_configs/event_socket.conf.xml"
 
 DEFAULTS: dict[str, Any] = {
     "bbb_backup_recordings": False,  # published recordings can be large: off unless asked
@@ -195,12 +212,43 @@ def turn_stun_servers(settings: BbbSettings, turn_secret: str | None) -> str:
     return render("bbb/turn-stun-servers.xml.j2", bbb=settings, secret=turn_secret)
 
 
-def apply_config(settings: BbbSettings) -> str:
-    return render("bbb/apply-config.sh.j2", bbb=settings, conf=FREESWITCH_CONF, group=FREESWITCH_GROUP)
+def apply_config(settings: BbbSettings, root: str = "") -> str:
+    """apply-config.sh; `root` prefixes every path it touches (tests run it in a folder)."""
+    return render("bbb/apply-config.sh.j2", bbb=settings, conf=FREESWITCH_CONF, group=FREESWITCH_GROUP,
+                  root=root)
 
 
-def nginx_site(settings: BbbSettings) -> str:
-    return render("bbb/bigbluebutton.nginx.j2", bbb=settings, webroot=ACME_WEBROOT)
+def nginx_site(settings: BbbSettings, https: bool = True) -> str:
+    """BBB's nginx site; https False: the port-80 part alone, which certbot needs before a
+    certificate exists (the 443 server would name files that are not there yet)."""
+    return render("bbb/bigbluebutton.nginx.j2", bbb=settings, webroot=ACME_WEBROOT, https=https)
+
+
+def default_fe() -> str:
+    """default-fe.nginx: the `@bbb-fe` location (BBB's landing page), as bbb-install makes it."""
+    return render("bbb/default-fe.nginx.j2")
+
+
+def fs_cli_command(api_command: str, esl_config: str = ESL_CONFIG, fs_cli: str = FS_CLI) -> str:
+    """Shell (run as root) that runs one FreeSWITCH API command through BBB's fs_cli.
+
+    bbb-conf hands fs_cli the ESL password with -p, i.e. on a command line any local user can
+    read. Here the password goes from event_socket.conf.xml into a shell variable, then by
+    printf (a shell builtin: no process gets it as an argument) into a 0600 `.fs_cli_conf`
+    in a private temporary HOME, which fs_cli reads (its [default] profile); the folder is
+    removed on exit. 127.0.0.1, as fs_cli's built-in profile that bbb-conf uses.
+    """
+    xpath = shlex.quote('configuration/settings/param[@name="password"]')
+    return ("umask 077; esl_home=$(mktemp -d) || exit 1; trap 'rm -rf \"$esl_home\"' EXIT; "
+            f"esl_password=$(xmlstarlet sel -t -m {xpath} -v @value {shlex.quote(esl_config)}) || exit 1; "
+            "printf '[default]\\nhost => 127.0.0.1\\npassword => %s\\n' \"$esl_password\" "
+            "> \"$esl_home/.fs_cli_conf\" || exit 1; "
+            f"HOME=\"$esl_home\" timeout 20 {shlex.quote(fs_cli)} -x {shlex.quote(api_command)}")
+
+
+def gateway_status_command(sip: SipDialIn) -> str:
+    """The registration state of the dial-in gateway (REGED when registered)."""
+    return fs_cli_command(f"sofia status gateway {sip.gateway_name}")
 
 
 def gateway_path(sip: SipDialIn) -> str:

@@ -3,9 +3,11 @@ operations against fake Ubuntu facts. BigBlueButton itself never runs here (docs
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from fake_facts import FakeHost
@@ -502,3 +504,71 @@ def test_a_bbb_host_with_a_backup_target_gets_its_repository_secrets_and_account
 
     clients = backup_target.clients_of("backup-1", [("bbb-1", ["bbb"], target)], Secrets())
     assert [c.account for c in clients] == ["restic-bbb-1"]
+
+
+# -- FreeSWITCH's CLI (make bbb-check, tests/verify/test_bbb.py) -----------------------------------
+
+ESL_PASSWORD = "3f9a1c0d5e7b2a64"  # what bbb-conf --setip puts there: openssl rand -hex 8
+
+
+def test_fs_cli_gets_the_esl_password_from_a_private_file_never_from_argv(tmp_path):
+    """Run the real shell with stand-ins for xmlstarlet and fs_cli that record what they get."""
+    esl = tmp_path / "event_socket.conf.xml"
+    esl.write_text('<configuration name="event_socket.conf"><settings>'
+                   f'<param name="password" value="{ESL_PASSWORD}"/></settings></configuration>\n')
+    bin_dir, log = tmp_path / "bin", tmp_path / "fs_cli.log"
+    bin_dir.mkdir()
+    (bin_dir / "xmlstarlet").write_text(  # prints the value, as `sel -t -m ... -v @value` does
+        "#!/bin/sh\nfor last; do :; done\nsed -n 's/.*name=\"password\" value=\"\\([^\"]*\\)\".*/\\1/p' \"$last\"\n")
+    fake_fs_cli = bin_dir / "fs_cli"
+    fake_fs_cli.write_text(
+        f"#!/bin/sh\n{{ echo \"argv: $*\"; echo \"home: $HOME\"; stat -c 'mode: %a' \"$HOME/.fs_cli_conf\";"
+        f" cat \"$HOME/.fs_cli_conf\"; }} > {log}\necho 'Status: REGED'\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    command = model.fs_cli_command("sofia status gateway x", esl_config=str(esl), fs_cli=str(fake_fs_cli))
+    assert ESL_PASSWORD not in command
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "REGED" in result.stdout
+    lines = log.read_text().splitlines()
+    assert lines[0] == "argv: -x sofia status gateway x"  # no -p, no password
+    assert lines[2] == "mode: 600"
+    assert lines[3:] == ["[default]", "host => 127.0.0.1", f"password => {ESL_PASSWORD}"]
+    home = lines[1].split(": ", 1)[1]
+    assert home != str(tmp_path) and not Path(home).exists()  # removed after the call
+
+
+def test_fs_cli_command_uses_bbb_s_binary_and_event_socket_file():
+    command = model.fs_cli_command("status")
+    assert "timeout 20 /opt/freeswitch/bin/fs_cli -x status" in command
+    assert "/opt/freeswitch/etc/freeswitch/autoload_configs/event_socket.conf.xml" in command
+
+
+def test_bbb_check_asks_the_gateway_through_bbb_s_fs_cli():
+    from roles.bbb.check import host_commands
+
+    wanted = shlex.quote(model.gateway_status_command(settings().sip))
+    as_root = dict(host_commands(bbb_host(ssh_user="root").host))
+    assert as_root["gateway sip.example-provider.fr"] == f"sh -c {wanted}"
+    as_admin = dict(host_commands(bbb_host(ssh_user="admin").host))
+    assert as_admin["gateway sip.example-provider.fr"] == f"sudo -n sh -c {wanted}"
+
+
+def test_verify_asks_the_gateway_through_bbb_s_fs_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "verify_bbb", Path(__file__).resolve().parents[1] / "verify" / "test_bbb.py")
+    verify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verify)
+
+    class Host:
+        def check_output(self, command):
+            self.command = command
+            return "Status: REGED"
+
+    probe = Host()
+    verify.test_gateway_is_registered(probe, settings())
+    assert probe.command == "sh -c " + shlex.quote(model.gateway_status_command(settings().sip))
