@@ -182,7 +182,9 @@ def properties_escape(value: str) -> str:
     return "".join(c if ord(c) < 128 else f"\\u{ord(c):04x}" for c in out)
 
 
-DEFAULT_DIAL_FOOTER = ("<br><br>To join this meeting by phone, dial:<br>  %%DIALNUM%%<br>"
+# bbb-web puts "<br><br>" between the welcome message and this footer itself
+# (ParamsProcessorUtil.processWelcomeMessage): the footer starts with its own text.
+DEFAULT_DIAL_FOOTER = ("To join this meeting by phone, dial:<br>  %%DIALNUM%%<br>"
                        "Then enter %%CONFNUM%%# as the conference PIN number.")
 
 
@@ -196,6 +198,10 @@ def web_properties(settings: BbbSettings, api_secret: str) -> str:
     entries = [
         ("bigbluebutton.web.serverURL", f"https://{settings.domain}"),
         ("securitySalt", api_secret),
+        # Every bbb-conf run appends this line to bbb-web.properties when the key is missing
+        # (its own default, "default": the server URL). Written here, the file stays ours
+        # and the next deploy finds it unchanged.
+        ("bigbluebutton.web.logoutURL", "default"),
     ]
     if settings.sip is not None:
         entries.append(("defaultDialAccessNumber", settings.sip.dial_number))

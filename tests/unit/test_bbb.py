@@ -572,3 +572,20 @@ def test_verify_asks_the_gateway_through_bbb_s_fs_cli():
     probe = Host()
     verify.test_gateway_is_registered(probe, settings())
     assert probe.command == "sh -c " + shlex.quote(model.gateway_status_command(settings().sip))
+
+
+def properties(text: str) -> dict:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_the_dial_in_footer_does_not_add_breaks_bbb_web_adds_itself():
+    # bbb-web joins message and footer with "<br><br>" (ParamsProcessorUtil.processWelcomeMessage)
+    footer = properties(model.web_properties(settings(), API_SECRET))["defaultWelcomeMessageFooter"]
+    assert not footer.startswith("<br>"), footer
+    assert footer.startswith("To join this meeting by phone")
+
+
+def test_web_properties_hold_the_logout_url_bbb_conf_would_append():
+    # Every bbb-conf run appends bigbluebutton.web.logoutURL=default when the key is missing:
+    # without it, each restart would change our file and the next deploy would put it back.
+    assert properties(model.web_properties(settings(), API_SECRET))["bigbluebutton.web.logoutURL"] == "default"
