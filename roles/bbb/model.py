@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "bbb_domain": None,  # default: the inventory host name
     "bbb_sip": None,
     "bbb_welcome_footer": None,  # default: the dial-in text when bbb_sip is set
+    "bbb_ip": None,  # FreeSWITCH/WebRTC address (bbb-install's $IP); default: the default route's
 }
 
 
@@ -92,6 +93,7 @@ class BbbSettings:
     domain: str
     sip: SipDialIn | None = None
     welcome_footer: str | None = None
+    ip: str | None = None
     turn_servers: tuple[TurnServer, ...] = field(default=())
 
     @classmethod
@@ -108,8 +110,12 @@ class BbbSettings:
             sip, problems = sip_problems("host data", host_name, get("bbb_sip"))
             if problems:
                 raise BbbDataError("; ".join(str(p) for p in problems))
+        ip = get("bbb_ip")
+        if ip is not None and not _is_ipv4(ip):
+            raise BbbDataError(f"{host_name}.bbb_ip: an IPv4 address (the one FreeSWITCH and "
+                               f"WebRTC media use); got {ip!r}")
         return cls(host_name=host_name, version=version, domain=get("bbb_domain") or host_name,
-                   sip=sip, welcome_footer=get("bbb_welcome_footer"),
+                   sip=sip, welcome_footer=get("bbb_welcome_footer"), ip=ip,
                    turn_servers=tuple(turn_servers))
 
     @property
@@ -131,6 +137,15 @@ class BbbSettings:
     @property
     def secret_name(self) -> str:
         return SECRET_TEMPLATE.format(host=self.host_name)
+
+
+def _is_ipv4(value: Any) -> bool:
+    import ipaddress
+
+    try:
+        return isinstance(value, str) and ipaddress.ip_address(value).version == 4
+    except ValueError:
+        return False
 
 
 # -- Requirements (checked at prepare time, from facts) --------------------------------------
@@ -279,6 +294,32 @@ def sip_dialplan(sip: SipDialIn) -> str:
     """The public dialplan: answer, PIN with bounded tries, transfer only to a live conference."""
     did = "^\\+?(" + "|".join(re.escape(d) for d in sip.did_digits) + ")$"
     return render("freeswitch/dialplan.xml.j2", sip=sip, did=xml_attr(did), attr=xml_attr)
+
+
+def secret_sync_command(web: str = WEB_PROPERTIES, akka: str = AKKA_CONF,
+                        webhooks: str = WEBHOOKS_CONF) -> str:
+    """Shell giving bbb-apps-akka and bbb-webhooks the securitySalt of bbb-web.properties.
+
+    The files and keys bbb-conf --setsecret writes; not bbb-conf itself, which takes the
+    secret as an argument and prints it. The secret goes from the file into a variable and
+    from the environment into awk: it is on no command line. Files keep owner and mode.
+    """
+    return (f"set -e; umask 077; S=$(sed -n 's/^securitySalt=//p' {web} | tail -n 1); "
+            "[ -n \"$S\" ]; export S; "
+            f"if [ -f {akka} ]; then "
+            "awk '{ gsub(/sharedSecret[ ]*=[ ]*\"[^\"]*\"/, \"sharedSecret=\\\"\" ENVIRON[\"S\"] \"\\\"\") } 1' "
+            f"{akka} > {akka}.assotic-new && cat {akka}.assotic-new > {akka} && "
+            f"rm -f {akka}.assotic-new; fi; "
+            f"if [ -f {webhooks} ]; then "
+            "awk 'match($0, /^[ \t#]*sharedSecret: /) { print substr($0, 1, RLENGTH) ENVIRON[\"S\"]; next } 1' "
+            f"{webhooks} > {webhooks}.assotic-new && cat {webhooks}.assotic-new > {webhooks} && "
+            f"rm -f {webhooks}.assotic-new; fi")
+
+
+def secret_digest(secret: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def certbot_command(settings: BbbSettings, acme_directory: str, email: str | None) -> str:
