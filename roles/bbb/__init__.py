@@ -136,8 +136,6 @@ def install(settings: BbbSettings) -> None:
     apt.packages(name=f"Install what bbb-install installs before BigBlueButton {settings.version}",
                  packages=list(upstream_packages(settings.version)))
     apt.packages(name=f"Install BigBlueButton {settings.version}", packages=list(PACKAGES))
-    # The landing page's `@bbb-fe`, which bbb-install creates and our site's try_files needs.
-    put_text(DEFAULT_FE, default_fe())
     tls = TlsSettings.from_data(host.data)
     if host.get_fact(File, path=f"/etc/letsencrypt/live/{settings.domain}/fullchain.pem") is None:
         # As install_ssl: a port-80 site for this name first, so certbot's webroot challenge
@@ -190,8 +188,11 @@ def configure(settings: BbbSettings, secrets: Any) -> list:
             mode="0640", group="bigbluebutton"),
         put_text(APPLY_CONFIG, apply_config(settings), mode="0755"),
     ]
+    # The landing page's `@bbb-fe`, which bbb-install creates and the site's try_files needs.
+    landing = put_text(DEFAULT_FE, default_fe())
     site = put_text(NGINX_SITE, nginx_site(settings))
-    reload_after("Reload nginx", "systemctl reload nginx", [site], stamp="nginx-bbb", covers=[NGINX_SITE])
+    reload_after("Reload nginx", "systemctl reload nginx", [landing, site], stamp="nginx-bbb",
+                 covers=[DEFAULT_FE, NGINX_SITE])
     if settings.sip is not None:
         sip = settings.sip
         changed += [

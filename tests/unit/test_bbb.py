@@ -388,14 +388,14 @@ def test_first_deploy_plan_on_fake_ubuntu():
         "Update apt lists (a repository or its key changed)",
         "Install what bbb-install installs before BigBlueButton jammy-300",
         "Install BigBlueButton jammy-300",
-        # bbb-install's install_ssl: @bbb-fe, a port-80 site, nginx reloaded, then certbot
-        "Render /usr/share/bigbluebutton/nginx/default-fe.nginx",
+        # bbb-install's install_ssl: a port-80 site, nginx reloaded, then certbot
         "Render /etc/nginx/sites-available/bigbluebutton",
         "Reload nginx for the ACME challenge",
         "Request a certificate for meet.example.org from https://acme-v02.api.letsencrypt.org/directory",
         "Render /etc/bigbluebutton/bbb-web.properties",
         "Render /etc/bigbluebutton/turn-stun-servers.xml",
         "Render /etc/bigbluebutton/bbb-conf/apply-config.sh",
+        "Render /usr/share/bigbluebutton/nginx/default-fe.nginx",  # @bbb-fe of try_files
         "Render /opt/freeswitch/conf/sip_profiles/external/sip.example-provider.fr.xml",
         "Render /opt/freeswitch/conf/dialplan/public/sip.example-provider.fr.xml",
         # --setip once serverURL is https (bbb-install's last step), then the other components
@@ -789,3 +789,51 @@ def test_bbb_ip_must_be_an_ipv4_address():
     with pytest.raises(BbbDataError, match="bbb-1.bbb_ip: an IPv4 address"):
         settings(bbb_ip="meet.example.org")
     assert "IP=$(ip -4 -o route get 192.0.2.1" in model.apply_config(settings())
+
+
+# -- the Nextcloud app "bbb" against the pinned Nextcloud (make check) -----------------------------
+
+
+def nc_tenant(slug="amap", nextcloud="web-2", bigbluebutton="bbb-1"):
+    from types import SimpleNamespace
+
+    apps = SimpleNamespace(nextcloud=SimpleNamespace(host=nextcloud) if nextcloud else None,
+                           bigbluebutton=SimpleNamespace(host=bigbluebutton) if bigbluebutton else None)
+    return SimpleNamespace(slug=slug, apps=apps)
+
+
+def pinned_nextcloud():
+    from pathlib import Path as P
+
+    # the pins of group_data/all.py, read without running the rest of it
+    text = (P(__file__).resolve().parents[2] / "group_data" / "all.py").read_text()
+    start = text.index("releases = {")
+    end = text.index("\n}\n", start) + 3
+    namespace: dict = {}
+    exec(text[start:end], namespace)
+    return namespace["releases"]["nextcloud"]
+
+
+def test_the_app_bbb_refuses_the_debian_13_nextcloud_pin():
+    pins = pinned_nextcloud()
+    assert pins["12"]["version"] == "34.0.4" and pins["13"]["version"] == "35.0.1"
+    problems = model.nextcloud_app_problems([("group_data/tenants/amap.yml", nc_tenant())], pins,
+                                            {"web-2": "13"})
+    assert [(p.file, p.field) for p in problems] == [("group_data/tenants/amap.yml", "apps.bigbluebutton")]
+    assert "Nextcloud 33-34" in problems[0].expected and "gets Nextcloud 35.0.1" in problems[0].expected
+    assert "web-2 (Debian 13)" in problems[0].expected
+    # Debian 12's 34.0.4 is admitted; an undeclared host may get either pin: refused
+    assert model.nextcloud_app_problems([("a.yml", nc_tenant())], pins, {"web-2": "12"}) == []
+    assert len(model.nextcloud_app_problems([("a.yml", nc_tenant())], pins, {})) == 1
+    # no BigBlueButton, or no Nextcloud: nothing to check
+    assert model.nextcloud_app_problems([("a.yml", nc_tenant(bigbluebutton=None))], pins, {"web-2": "13"}) == []
+    assert model.nextcloud_app_problems([("a.yml", nc_tenant(nextcloud=None))], pins, {}) == []
+
+
+def test_preflight_stops_before_connecting_on_an_unsupported_pin(capsys):
+    pins = {"nextcloud": pinned_nextcloud()}
+    with pytest.raises(SystemExit) as stop:
+        preflight.check_pinned_releases([nc_tenant()], pins, {"web-2": "13"})
+    assert stop.value.code == 2
+    assert "amap.yml: apps.bigbluebutton:" in capsys.readouterr().err
+    preflight.check_pinned_releases([nc_tenant()], pins, {"web-2": "12"})  # passes
