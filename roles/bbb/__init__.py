@@ -2,11 +2,13 @@
 
 What bbb-install does, as pyinfra operations, with the version line pinned in data
 (`bbb_version`, default jammy-300): the repositories bbb-install adds for that version
-(repositories.py: PPAs, NodeSource, MongoDB, Docker, BBB's own), their keys, the packages, the
-host name (`bbb-conf --setip`, once), a Let's Encrypt certificate through BBB's nginx
-webroot, then every local setting where BBB's upgrades keep it (/etc/bigbluebutton/:
+(repositories.py: PPAs, NodeSource, MongoDB, Docker, BBB's own), their keys, the packages, a
+Let's Encrypt certificate through BBB's nginx webroot (a port-80 site first, as install_ssl),
+then every local setting where BBB's upgrades keep it (/etc/bigbluebutton/:
 bbb-web.properties, turn-stun-servers.xml, bbb-conf/apply-config.sh) and the dial-in
-files of FreeSWITCH (our own file names, which no package owns). The firewall is the
+files of FreeSWITCH (our own file names, which no package owns), the host name
+(`bbb-conf --setip`, once serverURL is https) and the API secret shared with bbb-apps-akka and
+bbb-webhooks (share_api_secret). The firewall is the
 base role's: `bbb_openings` declares what BBB needs.
 
 Re-running the deploy after an apt upgrade re-asserts every file; a file an upgrade or a
