@@ -345,6 +345,25 @@ def load_platform(inventory: Any, argv: list[str] | None = None, mattermost_inst
     return platform
 
 
+def check_pinned_releases(tenants: list[Tenant], releases: Any, host_debian: Any) -> None:
+    """Refuse, before connecting, what the pinned releases cannot run (group_data/all.py calls
+    this once `releases` is known): today the Nextcloud app bbb outside its Nextcloud range."""
+    from roles.bbb.model import nextcloud_app_problems
+
+    directory = tenants_dir()
+    labelled = [(_label(directory / f"{tenant.slug}.yml"), tenant) for tenant in tenants]
+    problems = nextcloud_app_problems(labelled, (releases or {}).get("nextcloud", {}), host_debian or {})
+    if problems:
+        exit_with(problems)
+
+
+def _label(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def load_inventory_like_pyinfra(inventory_file: str | Path, cwd: str | Path = REPO_ROOT):
     """Load an inventory and its group_data exactly as `pyinfra <inventory> ...` run from cwd does.
 

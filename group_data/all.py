@@ -102,6 +102,10 @@ nextcloud_upgrade_path = []
 backup_max_age_hours = 26
 
 from assotic.artifacts import host_debian_releases, resolve_releases  # noqa: E402
+from assotic.preflight import check_pinned_releases  # noqa: E402
+
+# What the pins cannot run is refused now, at `make check` too (roles/bbb: the app bbb).
+check_pinned_releases(tenants, releases, host_debian_releases(inventory))
 
 # Looked up now, on this machine, before pyinfra connects: mirror, cache, then upstream.
 release_set = resolve_releases(

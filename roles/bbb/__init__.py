@@ -2,11 +2,13 @@
 
 What bbb-install does, as pyinfra operations, with the version line pinned in data
 (`bbb_version`, default jammy-300): the repositories bbb-install adds for that version
-(repositories.py: PPAs, NodeSource, MongoDB, Docker, BBB's own), their keys, the packages, the
-host name (`bbb-conf --setip`, once), a Let's Encrypt certificate through BBB's nginx
-webroot, then every local setting where BBB's upgrades keep it (/etc/bigbluebutton/:
+(repositories.py: PPAs, NodeSource, MongoDB, Docker, BBB's own), their keys, the packages, a
+Let's Encrypt certificate through BBB's nginx webroot (a port-80 site first, as install_ssl),
+then every local setting where BBB's upgrades keep it (/etc/bigbluebutton/:
 bbb-web.properties, turn-stun-servers.xml, bbb-conf/apply-config.sh) and the dial-in
-files of FreeSWITCH (our own file names, which no package owns). The firewall is the
+files of FreeSWITCH (our own file names, which no package owns), the host name
+(`bbb-conf --setip`, once serverURL is https) and the API secret shared with bbb-apps-akka and
+bbb-webhooks (share_api_secret). The firewall is the
 base role's: `bbb_openings` declares what BBB needs.
 
 Re-running the deploy after an apt upgrade re-asserts every file; a file an upgrade or a
@@ -20,6 +22,7 @@ reachable there); tests/unit/test_bbb.py runs the plan against fake Ubuntu facts
 
 from __future__ import annotations
 
+import re
 import shlex
 from io import StringIO
 from typing import Any
@@ -32,13 +35,15 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
-from roles.remote_files import put_text, reload_after
+from roles.remote_files import Unchanged, put_text, reload_after
 from roles.tls.model import DEFAULTS as TLS_DEFAULTS
 from roles.tls.model import TlsSettings
 
-from .facts import MemTotalKb
+from .facts import MemTotalKb, SharedSecretDigests
 from .model import (
+    AKKA_CONF,
     APPLY_CONFIG,
+    DEFAULT_FE,
     DEFAULTS,
     FREESWITCH_GROUP,
     NGINX_SITE,
@@ -46,17 +51,21 @@ from .model import (
     RECORDING_YML,
     TURN_XML,
     WEB_PROPERTIES,
+    WEBHOOKS_CONF,
     BbbDataError,
     BbbSettings,
     TurnServer,
     apply_config,
     backup_paths,
     certbot_command,
+    default_fe,
     dialplan_path,
     gateway_path,
     nextcloud_bbb_jobs,
     nginx_site,
     requirement_problems,
+    secret_digest,
+    secret_sync_command,
     sip_dialplan,
     sip_gateway,
     turn_stun_servers,
@@ -107,6 +116,8 @@ def bigbluebutton(secrets: Any, turn_servers: list[TurnServer]) -> None:
     settings = BbbSettings.from_data(host.name, host.data, turn_servers)
     install(settings)
     changed = configure(settings, secrets)
+    changed += set_host_name(settings)
+    changed += share_api_secret(settings, secrets.get(settings.secret_name), changed[0])
     # bbb-conf --restart restarts every BBB service and runs apply-config.sh.
     reload_after("Restart BigBlueButton (bbb-conf --restart)", "bbb-conf --restart", changed,
                  stamp="bigbluebutton", covers=configured_paths(settings))
@@ -127,15 +138,46 @@ def install(settings: BbbSettings) -> None:
     apt.packages(name=f"Install what bbb-install installs before BigBlueButton {settings.version}",
                  packages=list(upstream_packages(settings.version)))
     apt.packages(name=f"Install BigBlueButton {settings.version}", packages=list(PACKAGES))
-    # bbb-conf --setip sets the host name everywhere BBB keeps it; once, like bbb-install.
-    if not host.get_fact(FindInFile, path=RECORDING_YML, pattern=settings.domain):
-        server.shell(name=f"Set BigBlueButton's host name {settings.domain} (bbb-conf --setip)",
-                     commands=[f"bbb-conf --setip {shlex.quote(settings.domain)}"])
     tls = TlsSettings.from_data(host.data)
     if host.get_fact(File, path=f"/etc/letsencrypt/live/{settings.domain}/fullchain.pem") is None:
+        # As install_ssl: a port-80 site for this name first, so certbot's webroot challenge
+        # is answered; configure() then renders the whole site, 443 included.
+        put_text(NGINX_SITE, nginx_site(settings, https=False))
+        server.shell(name="Reload nginx for the ACME challenge", commands=["systemctl reload nginx"])
         env = {"REQUESTS_CA_BUNDLE": tls.ca_bundle} if tls.ca_bundle else {}
         server.shell(name=f"Request a certificate for {settings.domain} from {tls.acme_directory}",
                      commands=[certbot_command(settings, tls.acme_directory, tls.acme_email)], _env=env)
+
+
+def set_host_name(settings: BbbSettings) -> list:
+    """`bbb-conf --setip <domain>` once https is in place, as bbb-install's last step.
+
+    --setip takes the protocol from serverURL in bbb-web.properties (configure() made it
+    https) and writes the name everywhere BBB keeps it; bbb-apps-akka's bbbWebAPI is the
+    last place that tells a run with https from one before it. It also copies securitySalt
+    into bbb-apps-akka.conf and gives FreeSWITCH its own ESL password.
+    """
+    done = f'bbbWebAPI[ ]*=[ ]*"https://{re.escape(settings.domain)}/bigbluebutton/api"'
+    if host.get_fact(FindInFile, path=AKKA_CONF, pattern=done):
+        return []
+    return [server.shell(name=f"Set BigBlueButton's host name {settings.domain} (bbb-conf --setip)",
+                         commands=[f"bbb-conf --setip {shlex.quote(settings.domain)}"])]
+
+
+def share_api_secret(settings: BbbSettings, api_secret: str, web_properties_op: Any) -> list:
+    """bbb-apps-akka and bbb-webhooks on the securitySalt of bbb-web.properties.
+
+    What `bbb-conf --setsecret` writes, without it: it takes the secret on its command line
+    and prints it. Runs when the digests the host reports differ from the secret's, or when
+    bbb-web.properties changes in this deploy.
+    """
+    held = host.get_fact(SharedSecretDigests, akka=AKKA_CONF, webhooks=WEBHOOKS_CONF)
+    wanted = secret_digest(api_secret)
+    if held and all(digest == wanted for digest in held.values()) \
+            and isinstance(web_properties_op, Unchanged):
+        return []
+    return [server.shell(name="Give bbb-apps-akka and bbb-webhooks the API secret of bbb-web.properties",
+                         commands=[secret_sync_command()])]
 
 
 def configure(settings: BbbSettings, secrets: Any) -> list:
@@ -148,8 +190,11 @@ def configure(settings: BbbSettings, secrets: Any) -> list:
             mode="0640", group="bigbluebutton"),
         put_text(APPLY_CONFIG, apply_config(settings), mode="0755"),
     ]
+    # The landing page's `@bbb-fe`, which bbb-install creates and the site's try_files needs.
+    landing = put_text(DEFAULT_FE, default_fe())
     site = put_text(NGINX_SITE, nginx_site(settings))
-    reload_after("Reload nginx", "systemctl reload nginx", [site], stamp="nginx-bbb", covers=[NGINX_SITE])
+    reload_after("Reload nginx", "systemctl reload nginx", [landing, site], stamp="nginx-bbb",
+                 covers=[DEFAULT_FE, NGINX_SITE])
     if settings.sip is not None:
         sip = settings.sip
         changed += [

@@ -1,7 +1,8 @@
 """`make bbb-check INVENTORY=...`: health of the BBB hosts of an inventory, over SSH.
 
 For each host of group bbb: `bbb-conf --check`, and with dial-in the registration of the
-SIP gateway (`fs_cli -x "sofia status gateway <name>"`, REGED when registered). For each
+SIP gateway (BBB's /opt/freeswitch/bin/fs_cli, `sofia status gateway <name>`, REGED when
+registered; the ESL password read on the host, never on a command line: model.fs_cli_command). For each
 host of group turn: `systemctl is-active coturn`. Read-only: it changes nothing. The
 inventory is loaded as pyinfra loads it (preflight runs; nothing is written).
 
@@ -15,7 +16,7 @@ import subprocess
 import sys
 
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
-from roles.bbb.model import BbbSettings
+from roles.bbb.model import BbbSettings, gateway_status_command
 
 TIMEOUT_S = 120
 
@@ -43,7 +44,7 @@ def host_commands(pyinfra_host) -> list[tuple[str, str]]:
         if settings.sip is not None:
             name = settings.sip.gateway_name
             commands.append((f"gateway {name}",
-                             f"{sudo}fs_cli -x {shlex.quote('sofia status gateway ' + name)}"))
+                             f"{sudo}sh -c {shlex.quote(gateway_status_command(settings.sip))}"))
     if "turn" in pyinfra_host.groups:
         commands.append(("coturn", f"{sudo}systemctl is-active coturn"))
     return commands

@@ -15,6 +15,7 @@ Facts followed (docs.bigbluebutton.org and bbb-install, v3.0.x-release):
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,16 @@ WEB_PROPERTIES = f"{ETC}/bbb-web.properties"
 TURN_XML = f"{ETC}/turn-stun-servers.xml"
 APPLY_CONFIG = f"{ETC}/bbb-conf/apply-config.sh"
 NGINX_SITE = "/etc/nginx/sites-available/bigbluebutton"
+# Where BBB's nginx includes come from (/etc/bigbluebutton/nginx links here). bbb-install's
+# install_ssl creates default-fe.nginx there: no package ships it, and it defines the
+# `@bbb-fe` location the site's `try_files $uri @bbb-fe` falls back to.
+NGINX_INCLUDES = "/usr/share/bigbluebutton/nginx"
+DEFAULT_FE = f"{NGINX_INCLUDES}/default-fe.nginx"
+# bbb-conf --setip writes bbbWebAPI (with the protocol of serverURL) and copies securitySalt
+# from bbb-web.properties into this file; bbb-conf --setsecret writes sharedSecret here too.
+AKKA_CONF = f"{ETC}/bbb-apps-akka.conf"
+# bbb-conf --setsecret also writes the webhooks' sharedSecret, when bbb-webhooks is installed.
+WEBHOOKS_CONF = "/usr/local/bigbluebutton/bbb-webhooks/config/default.yml"
 ACME_WEBROOT = "/var/www/bigbluebutton-default/assets"  # bbb-install's webroot
 RECORDING_YML = "/usr/local/bigbluebutton/core/scripts/bigbluebutton.yml"  # has the host name
 FREESWITCH_CONF = "/opt/freeswitch/conf"  # BBB's FreeSWITCH (-> /opt/freeswitch/etc/freeswitch)
@@ -46,12 +57,19 @@ SECRET_TEMPLATE = "bbb/{host}/api_secret"
 FREESWITCH_REAL_CONF = "/opt/freeswitch/etc/freeswitch"
 PUBLISHED_RECORDINGS = "/var/bigbluebutton/published"
 
+# BBB's FreeSWITCH CLI is not on PATH, and its ESL password is not FreeSWITCH's default:
+# bbb-conf --setip replaces ClueCon with a random one and writes it into event_socket.conf.xml
+# (bigbluebutton-config/bin/bbb-conf, "Update ESL passwords"), where bbb-conf --check reads it.
+FS_CLI = "/opt/freeswitch/bin/fs_cli"
+ESL_CONFIG = f"{FREESWITCH_REAL_CONF}/autoload_configs/event_socket.conf.xml"
+
 DEFAULTS: dict[str, Any] = {
     "bbb_backup_recordings": False,  # published recordings can be large: off unless asked
     "bbb_version": DEFAULT_BBB_VERSION,
     "bbb_domain": None,  # default: the inventory host name
     "bbb_sip": None,
     "bbb_welcome_footer": None,  # default: the dial-in text when bbb_sip is set
+    "bbb_ip": None,  # FreeSWITCH/WebRTC address (bbb-install's $IP); default: the default route's
 }
 
 
@@ -75,6 +93,7 @@ class BbbSettings:
     domain: str
     sip: SipDialIn | None = None
     welcome_footer: str | None = None
+    ip: str | None = None
     turn_servers: tuple[TurnServer, ...] = field(default=())
 
     @classmethod
@@ -91,8 +110,12 @@ class BbbSettings:
             sip, problems = sip_problems("host data", host_name, get("bbb_sip"))
             if problems:
                 raise BbbDataError("; ".join(str(p) for p in problems))
+        ip = get("bbb_ip")
+        if ip is not None and not _is_ipv4(ip):
+            raise BbbDataError(f"{host_name}.bbb_ip: an IPv4 address (the one FreeSWITCH and "
+                               f"WebRTC media use); got {ip!r}")
         return cls(host_name=host_name, version=version, domain=get("bbb_domain") or host_name,
-                   sip=sip, welcome_footer=get("bbb_welcome_footer"),
+                   sip=sip, welcome_footer=get("bbb_welcome_footer"), ip=ip,
                    turn_servers=tuple(turn_servers))
 
     @property
@@ -114,6 +137,15 @@ class BbbSettings:
     @property
     def secret_name(self) -> str:
         return SECRET_TEMPLATE.format(host=self.host_name)
+
+
+def _is_ipv4(value: Any) -> bool:
+    import ipaddress
+
+    try:
+        return isinstance(value, str) and ipaddress.ip_address(value).version == 4
+    except ValueError:
+        return False
 
 
 # -- Requirements (checked at prepare time, from facts) --------------------------------------
@@ -165,7 +197,9 @@ def properties_escape(value: str) -> str:
     return "".join(c if ord(c) < 128 else f"\\u{ord(c):04x}" for c in out)
 
 
-DEFAULT_DIAL_FOOTER = ("<br><br>To join this meeting by phone, dial:<br>  %%DIALNUM%%<br>"
+# bbb-web puts "<br><br>" between the welcome message and this footer itself
+# (ParamsProcessorUtil.processWelcomeMessage): the footer starts with its own text.
+DEFAULT_DIAL_FOOTER = ("To join this meeting by phone, dial:<br>  %%DIALNUM%%<br>"
                        "Then enter %%CONFNUM%%# as the conference PIN number.")
 
 
@@ -179,6 +213,10 @@ def web_properties(settings: BbbSettings, api_secret: str) -> str:
     entries = [
         ("bigbluebutton.web.serverURL", f"https://{settings.domain}"),
         ("securitySalt", api_secret),
+        # Every bbb-conf run appends this line to bbb-web.properties when the key is missing
+        # (its own default, "default": the server URL). Written here, the file stays ours
+        # and the next deploy finds it unchanged.
+        ("bigbluebutton.web.logoutURL", "default"),
     ]
     if settings.sip is not None:
         entries.append(("defaultDialAccessNumber", settings.sip.dial_number))
@@ -195,12 +233,43 @@ def turn_stun_servers(settings: BbbSettings, turn_secret: str | None) -> str:
     return render("bbb/turn-stun-servers.xml.j2", bbb=settings, secret=turn_secret)
 
 
-def apply_config(settings: BbbSettings) -> str:
-    return render("bbb/apply-config.sh.j2", bbb=settings, conf=FREESWITCH_CONF, group=FREESWITCH_GROUP)
+def apply_config(settings: BbbSettings, root: str = "") -> str:
+    """apply-config.sh; `root` prefixes every path it touches (tests run it in a folder)."""
+    return render("bbb/apply-config.sh.j2", bbb=settings, conf=FREESWITCH_CONF, group=FREESWITCH_GROUP,
+                  root=root)
 
 
-def nginx_site(settings: BbbSettings) -> str:
-    return render("bbb/bigbluebutton.nginx.j2", bbb=settings, webroot=ACME_WEBROOT)
+def nginx_site(settings: BbbSettings, https: bool = True) -> str:
+    """BBB's nginx site; https False: the port-80 part alone, which certbot needs before a
+    certificate exists (the 443 server would name files that are not there yet)."""
+    return render("bbb/bigbluebutton.nginx.j2", bbb=settings, webroot=ACME_WEBROOT, https=https)
+
+
+def default_fe() -> str:
+    """default-fe.nginx: the `@bbb-fe` location (BBB's landing page), as bbb-install makes it."""
+    return render("bbb/default-fe.nginx.j2")
+
+
+def fs_cli_command(api_command: str, esl_config: str = ESL_CONFIG, fs_cli: str = FS_CLI) -> str:
+    """Shell (run as root) that runs one FreeSWITCH API command through BBB's fs_cli.
+
+    bbb-conf hands fs_cli the ESL password with -p, i.e. on a command line any local user can
+    read. Here the password goes from event_socket.conf.xml into a shell variable, then by
+    printf (a shell builtin: no process gets it as an argument) into a 0600 `.fs_cli_conf`
+    in a private temporary HOME, which fs_cli reads (its [default] profile); the folder is
+    removed on exit. 127.0.0.1, as fs_cli's built-in profile that bbb-conf uses.
+    """
+    xpath = shlex.quote('configuration/settings/param[@name="password"]')
+    return ("umask 077; esl_home=$(mktemp -d) || exit 1; trap 'rm -rf \"$esl_home\"' EXIT; "
+            f"esl_password=$(xmlstarlet sel -t -m {xpath} -v @value {shlex.quote(esl_config)}) || exit 1; "
+            "printf '[default]\\nhost => 127.0.0.1\\npassword => %s\\n' \"$esl_password\" "
+            "> \"$esl_home/.fs_cli_conf\" || exit 1; "
+            f"HOME=\"$esl_home\" timeout 20 {shlex.quote(fs_cli)} -x {shlex.quote(api_command)}")
+
+
+def gateway_status_command(sip: SipDialIn) -> str:
+    """The registration state of the dial-in gateway (REGED when registered)."""
+    return fs_cli_command(f"sofia status gateway {sip.gateway_name}")
 
 
 def gateway_path(sip: SipDialIn) -> str:
@@ -227,6 +296,32 @@ def sip_dialplan(sip: SipDialIn) -> str:
     return render("freeswitch/dialplan.xml.j2", sip=sip, did=xml_attr(did), attr=xml_attr)
 
 
+def secret_sync_command(web: str = WEB_PROPERTIES, akka: str = AKKA_CONF,
+                        webhooks: str = WEBHOOKS_CONF) -> str:
+    """Shell giving bbb-apps-akka and bbb-webhooks the securitySalt of bbb-web.properties.
+
+    The files and keys bbb-conf --setsecret writes; not bbb-conf itself, which takes the
+    secret as an argument and prints it. The secret goes from the file into a variable and
+    from the environment into awk: it is on no command line. Files keep owner and mode.
+    """
+    return (f"set -e; umask 077; S=$(sed -n 's/^securitySalt=//p' {web} | tail -n 1); "
+            "[ -n \"$S\" ]; export S; "
+            f"if [ -f {akka} ]; then "
+            "awk '{ gsub(/sharedSecret[ ]*=[ ]*\"[^\"]*\"/, \"sharedSecret=\\\"\" ENVIRON[\"S\"] \"\\\"\") } 1' "
+            f"{akka} > {akka}.assotic-new && cat {akka}.assotic-new > {akka} && "
+            f"rm -f {akka}.assotic-new; fi; "
+            f"if [ -f {webhooks} ]; then "
+            "awk 'match($0, /^[ \t#]*sharedSecret: /) { print substr($0, 1, RLENGTH) ENVIRON[\"S\"]; next } 1' "
+            f"{webhooks} > {webhooks}.assotic-new && cat {webhooks}.assotic-new > {webhooks} && "
+            f"rm -f {webhooks}.assotic-new; fi")
+
+
+def secret_digest(secret: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def certbot_command(settings: BbbSettings, acme_directory: str, email: str | None) -> str:
     """certbot webroot, the way bbb-install asks: BBB's nginx serves the challenge on port 80."""
     argv = ["certbot", "certonly", "--non-interactive", "--agree-tos", "--webroot", "-w",
@@ -237,6 +332,47 @@ def certbot_command(settings: BbbSettings, acme_directory: str, email: str | Non
 
 
 # -- Nextcloud integration (app "bbb") -------------------------------------------------------
+
+# The Nextcloud app "bbb" (cloud_bbb, now github.com/littleredbutton/cloud_bbb; sualko/cloud_bbb
+# stopped at 1.4.2) release checked, and the Nextcloud majors its appinfo/info.xml admits.
+# `occ app:install bbb` takes the newest release the app store offers for the host's Nextcloud;
+# none exists for a major outside this range, so preflight refuses it up front.
+NEXTCLOUD_BBB_APP = {
+    "version": "2.9.3",
+    "min_nextcloud": 33,
+    "max_nextcloud": 34,
+    "source": "littleredbutton/cloud_bbb tag v2.9.3 (c51ed7bb), appinfo/info.xml "
+              '<nextcloud min-version="33" max-version="34"/>',
+}
+
+
+def nextcloud_app_problems(tenants: list[tuple[str, Any]], nextcloud_pins: Mapping[str, Any],
+                           host_debian: Mapping[str, str | None]) -> list[Any]:
+    """Associations with BigBlueButton whose Nextcloud pin the app "bbb" does not admit.
+
+    `nextcloud_pins`: data `releases["nextcloud"]` ({"12": pin, "13": pin}); a host that does
+    not say its `debian_release` may get any of them, so each is checked.
+    """
+    from assotic.report import Problem
+
+    app, problems = NEXTCLOUD_BBB_APP, []
+    for label, tenant in tenants:
+        if tenant.apps.bigbluebutton is None or tenant.apps.nextcloud is None:
+            continue
+        nc_host = tenant.apps.nextcloud.host
+        declared = host_debian.get(nc_host)
+        for debian in ([declared] if declared in nextcloud_pins else sorted(nextcloud_pins)):
+            version = str(nextcloud_pins[debian].get("version", ""))
+            major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else None
+            if major is None or not app["min_nextcloud"] <= major <= app["max_nextcloud"]:
+                problems.append(Problem(label, "apps.bigbluebutton", (
+                    f"a Nextcloud the app bbb {app['version']} runs on (Nextcloud "
+                    f"{app['min_nextcloud']}-{app['max_nextcloud']}: {app['source']}); "
+                    f"{nc_host} (Debian {debian}) gets Nextcloud {version} from data `releases`. "
+                    "Remove apps.bigbluebutton, or pin a cloud_bbb release that admits it in "
+                    "roles/bbb/model.py NEXTCLOUD_BBB_APP")))
+    return problems
+
 
 
 def nextcloud_bbb_jobs(occ: str, config_dir: str, api_url: str, api_secret: str) -> list[str]:

@@ -3,9 +3,11 @@ operations against fake Ubuntu facts. BigBlueButton itself never runs here (docs
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from fake_facts import FakeHost
@@ -347,7 +349,9 @@ def bbb_host(facts=None, **data) -> FakeHost:
             "FindInFile": None, "FolderFiles": {}, "PathStats": {},  # a fresh host: nothing there
             "DebPackages": {}, "SystemdStatus": {}, "SystemdEnabled": {}, "Which": "/usr/bin/x",
             "ChangedSinceStamp": True,  # never reloaded by assotic: no stamp
-            "AptSources": [], "DebArch": "amd64", "Command": None, **(facts or {})}
+            "AptSources": [], "DebArch": "amd64", "Command": None,
+            "SharedSecretDigests": {},  # neither bbb-apps-akka.conf nor the webhooks' config yet
+            **(facts or {})}
     return FakeHost("bbb-1", {"bbb": ["bbb-1"], "turn": ["turn-1"]}, base, stub,
                     other_hosts={"turn-1": {"turn_domain": "turn.example.org"}})
 
@@ -384,13 +388,20 @@ def test_first_deploy_plan_on_fake_ubuntu():
         "Update apt lists (a repository or its key changed)",
         "Install what bbb-install installs before BigBlueButton jammy-300",
         "Install BigBlueButton jammy-300",
-        "Set BigBlueButton's host name meet.example.org (bbb-conf --setip)",
+        # bbb-install's install_ssl: a port-80 site, nginx reloaded, then certbot
+        "Render /etc/nginx/sites-available/bigbluebutton",
+        "Reload nginx for the ACME challenge",
         "Request a certificate for meet.example.org from https://acme-v02.api.letsencrypt.org/directory",
         "Render /etc/bigbluebutton/bbb-web.properties",
         "Render /etc/bigbluebutton/turn-stun-servers.xml",
         "Render /etc/bigbluebutton/bbb-conf/apply-config.sh",
+        "Render /usr/share/bigbluebutton/nginx/default-fe.nginx",  # @bbb-fe of try_files
         "Render /opt/freeswitch/conf/sip_profiles/external/sip.example-provider.fr.xml",
         "Render /opt/freeswitch/conf/dialplan/public/sip.example-provider.fr.xml",
+        # --setip once serverURL is https (bbb-install's last step), then the other components
+        # on the API secret of bbb-web.properties
+        "Set BigBlueButton's host name meet.example.org (bbb-conf --setip)",
+        "Give bbb-apps-akka and bbb-webhooks the API secret of bbb-web.properties",
         "Restart BigBlueButton (bbb-conf --restart)",
     ]
     positions = [names.index(n) for n in expected_order]
@@ -502,3 +513,327 @@ def test_a_bbb_host_with_a_backup_target_gets_its_repository_secrets_and_account
 
     clients = backup_target.clients_of("backup-1", [("bbb-1", ["bbb"], target)], Secrets())
     assert [c.account for c in clients] == ["restic-bbb-1"]
+
+
+# -- FreeSWITCH's CLI (make bbb-check, tests/verify/test_bbb.py) -----------------------------------
+
+ESL_PASSWORD = "3f9a1c0d5e7b2a64"  # what bbb-conf --setip puts there: openssl rand -hex 8
+
+
+def test_fs_cli_gets_the_esl_password_from_a_private_file_never_from_argv(tmp_path):
+    """Run the real shell with stand-ins for xmlstarlet and fs_cli that record what they get."""
+    esl = tmp_path / "event_socket.conf.xml"
+    esl.write_text('<configuration name="event_socket.conf"><settings>'
+                   f'<param name="password" value="{ESL_PASSWORD}"/></settings></configuration>\n')
+    bin_dir, log = tmp_path / "bin", tmp_path / "fs_cli.log"
+    bin_dir.mkdir()
+    (bin_dir / "xmlstarlet").write_text(  # prints the value, as `sel -t -m ... -v @value` does
+        "#!/bin/sh\nfor last; do :; done\nsed -n 's/.*name=\"password\" value=\"\\([^\"]*\\)\".*/\\1/p' \"$last\"\n")
+    fake_fs_cli = bin_dir / "fs_cli"
+    fake_fs_cli.write_text(
+        f"#!/bin/sh\n{{ echo \"argv: $*\"; echo \"home: $HOME\"; stat -c 'mode: %a' \"$HOME/.fs_cli_conf\";"
+        f" cat \"$HOME/.fs_cli_conf\"; }} > {log}\necho 'Status: REGED'\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    command = model.fs_cli_command("sofia status gateway x", esl_config=str(esl), fs_cli=str(fake_fs_cli))
+    assert ESL_PASSWORD not in command
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "REGED" in result.stdout
+    lines = log.read_text().splitlines()
+    assert lines[0] == "argv: -x sofia status gateway x"  # no -p, no password
+    assert lines[2] == "mode: 600"
+    assert lines[3:] == ["[default]", "host => 127.0.0.1", f"password => {ESL_PASSWORD}"]
+    home = lines[1].split(": ", 1)[1]
+    assert home != str(tmp_path) and not Path(home).exists()  # removed after the call
+
+
+def test_fs_cli_command_uses_bbb_s_binary_and_event_socket_file():
+    command = model.fs_cli_command("status")
+    assert "timeout 20 /opt/freeswitch/bin/fs_cli -x status" in command
+    assert "/opt/freeswitch/etc/freeswitch/autoload_configs/event_socket.conf.xml" in command
+
+
+def test_bbb_check_asks_the_gateway_through_bbb_s_fs_cli():
+    from roles.bbb.check import host_commands
+
+    wanted = shlex.quote(model.gateway_status_command(settings().sip))
+    as_root = dict(host_commands(bbb_host(ssh_user="root").host))
+    assert as_root["gateway sip.example-provider.fr"] == f"sh -c {wanted}"
+    as_admin = dict(host_commands(bbb_host(ssh_user="admin").host))
+    assert as_admin["gateway sip.example-provider.fr"] == f"sudo -n sh -c {wanted}"
+
+
+def test_verify_asks_the_gateway_through_bbb_s_fs_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "verify_bbb", Path(__file__).resolve().parents[1] / "verify" / "test_bbb.py")
+    verify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verify)
+
+    class Host:
+        def check_output(self, command):
+            self.command = command
+            return "Status: REGED"
+
+    probe = Host()
+    verify.test_gateway_is_registered(probe, settings())
+    assert probe.command == "sh -c " + shlex.quote(model.gateway_status_command(settings().sip))
+
+
+def properties(text: str) -> dict:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_the_dial_in_footer_does_not_add_breaks_bbb_web_adds_itself():
+    # bbb-web joins message and footer with "<br><br>" (ParamsProcessorUtil.processWelcomeMessage)
+    footer = properties(model.web_properties(settings(), API_SECRET))["defaultWelcomeMessageFooter"]
+    assert not footer.startswith("<br>"), footer
+    assert footer.startswith("To join this meeting by phone")
+
+
+def test_web_properties_hold_the_logout_url_bbb_conf_would_append():
+    # Every bbb-conf run appends bigbluebutton.web.logoutURL=default when the key is missing:
+    # without it, each restart would change our file and the next deploy would put it back.
+    assert properties(model.web_properties(settings(), API_SECRET))["bigbluebutton.web.logoutURL"] == "default"
+
+
+# -- the real-release plan: first install, a current host, a changed secret ------------------------
+
+
+def rendered_files(secret: str = API_SECRET) -> dict[str, tuple[str, str, str]]:
+    """path -> (content, group, mode) of every file the role renders on bbb-1 (jammy-300)."""
+    s = BbbSettings.from_data("bbb-1", {"bbb_domain": "meet.example.org", "bbb_sip": SIP},
+                              [TurnServer("turn.example.org")])
+    return {
+        model.WEB_PROPERTIES: (model.web_properties(s, secret), "bigbluebutton", "640"),
+        model.TURN_XML: (model.turn_stun_servers(s, TURN_SECRET), "bigbluebutton", "640"),
+        model.APPLY_CONFIG: (model.apply_config(s), "root", "755"),
+        model.NGINX_SITE: (model.nginx_site(s), "root", "644"),
+        model.DEFAULT_FE: (model.default_fe(), "root", "644"),
+        model.gateway_path(s.sip): (model.sip_gateway(s.sip, PASSWORD), "daemon", "640"),
+        model.dialplan_path(s.sip): (model.sip_dialplan(s.sip), "daemon", "640"),
+    }
+
+
+def current_host_facts(secret_on_host: str = API_SECRET) -> dict:
+    """A host where the deploy of API_SECRET went through: every file, package, key, the
+    certificate, --setip done, the other components on the same secret, no reload pending."""
+    import datetime
+    import hashlib
+
+    facts = second_run_facts()
+    folders: dict[str, dict] = {}
+    for path, (content, group, mode) in rendered_files(secret_on_host).items():
+        folder = path.rsplit("/", 1)[0]
+        folders.setdefault(folder, {})[path] = (hashlib.sha1(content.encode()).hexdigest(),
+                                                "root", group, int(mode, 8))
+    for folder, entries in folders.items():
+        facts[("FolderFiles", (("folder", folder),))] = entries
+    packages = [*repositories.upstream_packages("jammy-300"), *model.PACKAGES]
+    now = datetime.datetime.now()
+    facts.update({
+        "DebPackages": {name: ["1.0"] for name in packages},
+        ("File", (("path", "/etc/letsencrypt/live/meet.example.org/fullchain.pem"),)):
+            {"mode": 644, "user": "root", "group": "root", "mtime": now},
+        "FindInFile": ['bbbWebAPI="https://meet.example.org/bigbluebutton/api"'],
+        "SharedSecretDigests": {"akka": model.secret_digest(secret_on_host),
+                                "webhooks": model.secret_digest(secret_on_host)},
+        "ChangedSinceStamp": False,
+    })
+    return facts
+
+
+def changing(ops) -> list[str]:
+    """Names of the planned operations that would change the host (commands, and _if true)."""
+    out = []
+    for op in ops:
+        condition = op.global_arguments.get("_if")
+        conditions = condition if isinstance(condition, list) else [condition] if condition else []
+        if op.commands and all(_would_run(c) for c in conditions):
+            out.append(op.name.split(" | ", 1)[-1])
+    return out
+
+
+def _would_run(condition) -> bool:
+    try:
+        return bool(condition())
+    except RuntimeError:  # follows an operation that runs in this deploy: it runs too
+        return True
+
+
+def no_secret_in(ops) -> None:
+    for op in ops:
+        for secret in (PASSWORD, API_SECRET, TURN_SECRET, NEW_SECRET):
+            assert all(secret not in c for c in op.commands), (op.name, secret)
+
+
+NEW_SECRET = "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2H1g0F9e"
+
+
+def test_a_current_host_plans_no_change():
+    ops, _ = plan_names(bbb_host(current_host_facts()))
+    assert changing(ops) == []
+    no_secret_in(ops)
+
+
+def test_a_changed_api_secret_is_written_and_shared_without_setip():
+    fake = bbb_host(current_host_facts(secret_on_host=NEW_SECRET))  # the store now says API_SECRET
+    ops, _ = plan_names(fake)
+    assert changing(ops) == ["Render /etc/bigbluebutton/bbb-web.properties",
+                             "Give bbb-apps-akka and bbb-webhooks the API secret of bbb-web.properties",
+                             "Restart BigBlueButton (bbb-conf --restart)"]
+    no_secret_in(ops)
+
+
+def test_a_component_left_on_the_old_secret_is_put_on_the_new_one():
+    facts = current_host_facts()
+    facts["SharedSecretDigests"] = {"akka": model.secret_digest(API_SECRET),
+                                    "webhooks": model.secret_digest("the-old-one-0123456789")}
+    ops, _ = plan_names(bbb_host(facts))
+    assert changing(ops) == ["Give bbb-apps-akka and bbb-webhooks the API secret of bbb-web.properties",
+                             "Restart BigBlueButton (bbb-conf --restart)"]
+
+
+def test_a_first_install_plans_the_whole_path_without_secrets():
+    ops, names = plan_names(bbb_host())
+    assert "Set BigBlueButton's host name meet.example.org (bbb-conf --setip)" in changing(ops)
+    sites = [op for op, n in zip(ops, names) if n == "Render /etc/nginx/sites-available/bigbluebutton"]
+    assert len(sites) == 2  # port 80 for certbot, then the whole site
+    setip = next(op for op, n in zip(ops, names) if "--setip" in n)
+    assert setip.commands == ["bbb-conf --setip meet.example.org"]
+    no_secret_in(ops)
+
+
+def test_the_site_before_the_certificate_has_no_https_server():
+    http_only = model.nginx_site(settings(), https=False)
+    assert "listen 80;" in http_only and "/.well-known/acme-challenge/" in http_only
+    assert "listen 443" not in http_only and "ssl_certificate" not in http_only
+    full = model.nginx_site(settings())
+    assert "listen 443 ssl http2;" in full and "try_files $uri @bbb-fe;" in full
+    assert "location @bbb-fe {" in model.default_fe()
+
+
+def test_the_secret_sync_writes_what_bbb_conf_setsecret_writes(tmp_path):
+    web, akka, hooks = tmp_path / "bbb-web.properties", tmp_path / "akka.conf", tmp_path / "default.yml"
+    web.write_text(f"bigbluebutton.web.serverURL=https://x\nsecuritySalt={API_SECRET}\n")
+    akka.write_text('services {\n  bbbWebAPI = "https://x/bigbluebutton/api"\n  sharedSecret = "changeme"\n}\n')
+    hooks.write_text("bbb:\n  serverDomain: x\n  sharedSecret: changeme\n  auth2_0: false\n")
+    akka.chmod(0o640)
+    command = model.secret_sync_command(str(web), str(akka), str(hooks))
+    assert API_SECRET not in command
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert akka.read_text() == ('services {\n  bbbWebAPI = "https://x/bigbluebutton/api"\n'
+                                f'  sharedSecret="{API_SECRET}"\n}}\n')
+    assert hooks.read_text() == f"bbb:\n  serverDomain: x\n  sharedSecret: {API_SECRET}\n  auth2_0: false\n"
+    assert oct(akka.stat().st_mode & 0o777) == "0o640"  # owner and mode kept
+    assert not list(tmp_path.glob("*.assotic-new"))
+    again = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0 and hooks.read_text().count(API_SECRET) == 1
+
+
+def test_the_secret_digests_fact_reads_both_files(tmp_path):
+    from roles.bbb.facts import SharedSecretDigests
+
+    akka, hooks = tmp_path / "akka.conf", tmp_path / "default.yml"
+    akka.write_text(f'  sharedSecret = "{API_SECRET}"\n')
+    hooks.write_text("bbb:\n  sharedSecret: other\n")
+    command = SharedSecretDigests().command(akka=str(akka), webhooks=str(hooks))
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30).stdout
+    assert SharedSecretDigests().process(output.splitlines()) == {
+        "akka": model.secret_digest(API_SECRET), "webhooks": model.secret_digest("other")}
+    hooks.unlink()
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30).stdout
+    assert set(SharedSecretDigests().process(output.splitlines())) == {"akka"}
+
+
+def test_apply_config_sets_what_install_ssl_sets(tmp_path):
+    """Run apply-config.sh in a folder, with stand-ins for xmlstarlet, yq and chown."""
+    root = tmp_path / "root"
+    (root / "etc/bigbluebutton/bbb-conf").mkdir(parents=True)
+    (root / "etc/bigbluebutton/bbb-conf/apply-lib.sh").write_text("")
+    (root / "usr/share/bigbluebutton/nginx").mkdir(parents=True)
+    sip_nginx = root / "usr/share/bigbluebutton/nginx/sip.nginx"
+    sip_nginx.write_text("location /ws {\n  proxy_pass https://10.0.0.5:7443;\n}\n")
+    (root / "opt/freeswitch/conf/sip_profiles/external").mkdir(parents=True)
+    (root / "usr/local/bigbluebutton/core/scripts").mkdir(parents=True)
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for tool in ("xmlstarlet", "yq", "chown"):
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho \"{tool} $*\" >> {log}\n")
+        (bin_dir / tool).chmod(0o755)
+    script = tmp_path / "apply-config.sh"
+    script.write_text(model.apply_config(settings(bbb_ip="203.0.113.7"), root=str(root)))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "proxy_pass http://203.0.113.7:5066;" in sip_nginx.read_text()
+    calls = log.read_text()
+    ext = f"{root}/opt/freeswitch/conf/sip_profiles/external.xml"
+    assert f"""xmlstarlet edit --inplace --update //param[@name="wss-binding"]/@value --value 203.0.113.7:7443 {ext}""" in calls
+    assert f"""xmlstarlet edit --inplace --update //param[@name="ws-binding"]/@value --value 203.0.113.7:5066 {ext}""" in calls
+    sfu = f"{root}/etc/bigbluebutton/bbb-webrtc-sfu/production.yml"
+    for edit in ('.freeswitch.ip = "203.0.113.7"', '.freeswitch.sip_ip = "203.0.113.7"',
+                 '.mediasoup.webrtc.listenIps[0].announcedIp = "203.0.113.7"',
+                 '.mediasoup.plainRtp.listenIp.announcedIp = "203.0.113.7"'):
+        assert f"yq e -i {edit} {sfu}" in calls
+    assert f"yq e -i .public.media.sipjsHackViaWs = true {root}/etc/bigbluebutton/bbb-html5.yml" in calls
+    assert f"chown bigbluebutton:bigbluebutton {sfu}" in calls
+    assert oct((root / "etc/bigbluebutton/bbb-webrtc-sfu/production.yml").stat().st_mode & 0o777) == "0o640"
+
+
+def test_bbb_ip_must_be_an_ipv4_address():
+    with pytest.raises(BbbDataError, match="bbb-1.bbb_ip: an IPv4 address"):
+        settings(bbb_ip="meet.example.org")
+    assert "IP=$(ip -4 -o route get 192.0.2.1" in model.apply_config(settings())
+
+
+# -- the Nextcloud app "bbb" against the pinned Nextcloud (make check) -----------------------------
+
+
+def nc_tenant(slug="amap", nextcloud="web-2", bigbluebutton="bbb-1"):
+    from types import SimpleNamespace
+
+    apps = SimpleNamespace(nextcloud=SimpleNamespace(host=nextcloud) if nextcloud else None,
+                           bigbluebutton=SimpleNamespace(host=bigbluebutton) if bigbluebutton else None)
+    return SimpleNamespace(slug=slug, apps=apps)
+
+
+def pinned_nextcloud():
+    from pathlib import Path as P
+
+    # the pins of group_data/all.py, read without running the rest of it
+    text = (P(__file__).resolve().parents[2] / "group_data" / "all.py").read_text()
+    start = text.index("releases = {")
+    end = text.index("\n}\n", start) + 3
+    namespace: dict = {}
+    exec(text[start:end], namespace)
+    return namespace["releases"]["nextcloud"]
+
+
+def test_the_app_bbb_refuses_the_debian_13_nextcloud_pin():
+    pins = pinned_nextcloud()
+    assert pins["12"]["version"] == "34.0.4" and pins["13"]["version"] == "35.0.1"
+    problems = model.nextcloud_app_problems([("group_data/tenants/amap.yml", nc_tenant())], pins,
+                                            {"web-2": "13"})
+    assert [(p.file, p.field) for p in problems] == [("group_data/tenants/amap.yml", "apps.bigbluebutton")]
+    assert "Nextcloud 33-34" in problems[0].expected and "gets Nextcloud 35.0.1" in problems[0].expected
+    assert "web-2 (Debian 13)" in problems[0].expected
+    # Debian 12's 34.0.4 is admitted; an undeclared host may get either pin: refused
+    assert model.nextcloud_app_problems([("a.yml", nc_tenant())], pins, {"web-2": "12"}) == []
+    assert len(model.nextcloud_app_problems([("a.yml", nc_tenant())], pins, {})) == 1
+    # no BigBlueButton, or no Nextcloud: nothing to check
+    assert model.nextcloud_app_problems([("a.yml", nc_tenant(bigbluebutton=None))], pins, {"web-2": "13"}) == []
+    assert model.nextcloud_app_problems([("a.yml", nc_tenant(nextcloud=None))], pins, {}) == []
+
+
+def test_preflight_stops_before_connecting_on_an_unsupported_pin(capsys):
+    pins = {"nextcloud": pinned_nextcloud()}
+    with pytest.raises(SystemExit) as stop:
+        preflight.check_pinned_releases([nc_tenant()], pins, {"web-2": "13"})
+    assert stop.value.code == 2
+    assert "amap.yml: apps.bigbluebutton:" in capsys.readouterr().err
+    preflight.check_pinned_releases([nc_tenant()], pins, {"web-2": "12"})  # passes

@@ -6,6 +6,8 @@ against a production inventory, `make verify INVENTORY=inventory/<name>.py`.
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from roles.bbb import model
@@ -55,5 +57,6 @@ def test_the_api_secret_is_the_store_s(host, data, settings):
 def test_gateway_is_registered(host, settings):
     if settings.sip is None:
         pytest.skip("no bbb_sip in host data")
-    status = host.check_output(f"fs_cli -x 'sofia status gateway {settings.sip.gateway_name}'")
+    # BBB's fs_cli, with the ESL password bbb-conf --setip set (model.fs_cli_command).
+    status = host.check_output("sh -c " + shlex.quote(model.gateway_status_command(settings.sip)))
     assert "REGED" in status
