@@ -335,7 +335,8 @@ def test_commands_never_put_a_password_on_the_command_line():
     assert "/users/password/reset/send" in text  # not the first admin: a reset e-mail
     team = mattermost.step_commands(inst, RELEASE, mattermost.TeamStep("create_team", "zerodechet",
                                                                        display_name="Zéro Déchet"))
-    assert team == ["runuser -u mattermost_chat -- env MMCTL_LOCAL_SOCKET_PATH=/run/assotic-mattermost-chat/"
+    assert team == ["runuser -u mattermost_chat -- sh -c 'umask 0027 && exec \"$@\"' sh "
+                    "env MMCTL_LOCAL_SOCKET_PATH=/run/assotic-mattermost-chat/"
                     "mattermost.sock /opt/assotic/mattermost-11.1.1/bin/mmctl --local team create --private "
                     "--name zerodechet --display-name 'Zéro Déchet'"]
     add = "\n".join(mattermost.step_commands(inst, RELEASE, mattermost.TeamStep(
