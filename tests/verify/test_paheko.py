@@ -43,7 +43,9 @@ def test_real_paheko_is_initialised_and_consistent(host, data, pyinfra_host):
         code = host.file(f"{inst.data_dir}/{paheko.DB_NAME}")
         assert code.exists and code.user == inst.user
         config = f"{inst.config_dir}/{paheko.CONFIG_NAME}"
-        binary = host.check_output("ls -d /opt/assotic/paheko-*/bin/paheko | tail -1")
+        # The release this instance runs, as its marker says (an older one may still be there).
+        version = host.check_output(f"jq -r .version /var/lib/assotic/releases/{inst.slug}-paheko.json")
+        binary = f"/opt/assotic/paheko-{version}/bin/paheko"
         # As its own user and umask, like the deploy: a check must not leave world-readable files.
         run = host.run(shlex.join([*as_instance_user(inst.user), "/usr/bin/php", binary, "--config",
                                    config, "db", "check"]))
