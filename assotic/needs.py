@@ -19,6 +19,16 @@ from dataclasses import dataclass, field
 
 SRV_ROOT = "/srv/assotic"
 
+# What an instance's processes may make of their files: nothing for other accounts. The units
+# say it themselves (UMask= in templates/timers, roles/php's FPM drop-in, Mattermost's unit);
+# a command run through runuser keeps its caller's umask instead (022 over SSH), so each sets it.
+INSTANCE_UMASK = "0027"
+
+
+def as_instance_user(user: str) -> tuple[str, ...]:
+    """argv prefix running a command as `user` with INSTANCE_UMASK (then `exec`, no shell left)."""
+    return ("runuser", "-u", user, "--", "sh", "-c", f'umask {INSTANCE_UMASK} && exec "$@"', "sh")
+
 
 @dataclass(frozen=True)
 class AppInstance:
@@ -135,6 +145,9 @@ class Timer:
     on_calendar: str  # systemd OnCalendar=, e.g. "*:0/5" or "daily"
     working_directory: str | None = None
     environment: tuple[tuple[str, str], ...] = ()
+    # Exit statuses besides 0 that mean "done" (systemd SuccessExitStatus=), e.g. Paheko's
+    # `queue run` exits 2 while mail is still waiting: not a failed unit.
+    success_exit_status: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

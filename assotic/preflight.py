@@ -326,6 +326,86 @@ def check_everything(view: InventoryView, directory: Path, write_secrets: bool,
                     mattermost_edition=mattermost_edition, warnings=warnings)
 
 
+# --- Release pins -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseFloor:
+    """The oldest release of an app that works with assotic's layout, and why."""
+
+    version: str
+    debian: str | None  # the Debian release it applies to; None: every one
+    why: str
+
+
+# Read in the upstream sources (docs/apps.md, "Paheko").
+RELEASE_FLOORS: dict[str, tuple[ReleaseFloor, ...]] = {
+    "paheko": (
+        ReleaseFloor("1.3.13", None,
+                     "include/init.php turns PAHEKO_* entries of $_ENV into constants only from "
+                     "1.3.13 on; before, the pool's env[PAHEKO_CONFIG_FILE] is ignored and every "
+                     "web page fails"),
+        ReleaseFloor("1.3.13", "13",
+                     "PHP 8.4 (Debian 13) deprecates E_STRICT, which the KD2 ErrorManager bundled "
+                     "before 1.3.13 still uses, and that deprecation is fatal under it: "
+                     "`bin/paheko init` fails"),
+    ),
+}
+
+
+def _release_number(version: str) -> tuple[int, ...] | None:
+    parts = version.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+
+def release_pin_problems(releases: dict[str, Any], tenants: list[Tenant],
+                         host_debian: dict[str, str | None]) -> list[Problem]:
+    """Pins (data `releases`, or the $ASSOTIC_RELEASES_OVERRIDE file for this run) older than
+    RELEASE_FLOORS for a Debian release one of the app's hosts runs (undeclared: any)."""
+    from assotic.artifacts import OVERRIDE_ENV, apply_override
+
+    problems = []
+    for app, floors in RELEASE_FLOORS.items():
+        hosts = {t.apps.enabled()[app].host for t in tenants if app in t.apps.enabled()}
+        if not hosts or app not in releases:
+            continue
+        pin = apply_override(app, releases[app])
+        overridden = pin is not releases[app]
+        where = (os.environ[OVERRIDE_ENV], f"{app}.version") if overridden \
+            else ("group_data/all.py", f"releases.{app}.version")
+        version = str(pin.get("version", ""))
+        number = _release_number(version)
+        debians = {host_debian.get(h) for h in hosts}
+        for floor in floors:
+            if floor.debian is not None and None not in debians and floor.debian not in debians:
+                continue
+            if number is None or number < _release_number(floor.version):
+                on = f" on Debian {floor.debian}" if floor.debian else ""
+                problems.append(Problem(*where, f"{app} {floor.version} or later{on}: {floor.why}; "
+                                                f"got {version!r}"))
+    return problems
+
+
+def check_release_pins(releases: dict[str, Any], tenants: list[Tenant], inventory: Any) -> None:
+    """For group_data/all.py, once `releases` is known: stop, with every problem at once, on
+    what the pins cannot run (a pin older than this layout works with; the Nextcloud app bbb
+    outside its Nextcloud range), before any host is touched."""
+    from assotic.artifacts import host_debian_releases
+
+    problems = pinned_release_problems(releases, tenants, host_debian_releases(inventory))
+    if problems:
+        exit_with(problems)
+
+
+def pinned_release_problems(releases: Any, tenants: list[Tenant], host_debian: Any) -> list[Problem]:
+    from roles.bbb.model import nextcloud_app_problems
+
+    directory = tenants_dir()
+    labelled = [(_label(directory / f"{tenant.slug}.yml"), tenant) for tenant in tenants]
+    return [*release_pin_problems(releases or {}, tenants, host_debian or {}),
+            *nextcloud_app_problems(labelled, (releases or {}).get("nextcloud", {}), host_debian or {})]
+
+
 def load_platform(inventory: Any, argv: list[str] | None = None, mattermost_instances: Any = None,
                   mattermost_edition: Any = "team") -> Platform:
     """Entry point for group_data/all.py: validate, or print every problem and stop pyinfra."""
@@ -343,18 +423,6 @@ def load_platform(inventory: Any, argv: list[str] | None = None, mattermost_inst
         print(f"assotic: generated {len(platform.new_secrets)} new secret(s) in the encrypted store; "
               "commit it so the whole team has them.", file=sys.stderr)
     return platform
-
-
-def check_pinned_releases(tenants: list[Tenant], releases: Any, host_debian: Any) -> None:
-    """Refuse, before connecting, what the pinned releases cannot run (group_data/all.py calls
-    this once `releases` is known): today the Nextcloud app bbb outside its Nextcloud range."""
-    from roles.bbb.model import nextcloud_app_problems
-
-    directory = tenants_dir()
-    labelled = [(_label(directory / f"{tenant.slug}.yml"), tenant) for tenant in tenants]
-    problems = nextcloud_app_problems(labelled, (releases or {}).get("nextcloud", {}), host_debian or {})
-    if problems:
-        exit_with(problems)
 
 
 def _label(path: Path) -> str:

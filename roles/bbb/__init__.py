@@ -217,6 +217,7 @@ def nextcloud_integration(tenant: Any, release: Any, secrets: Any, inventory: An
     The secret goes through the nextcloud role's occ-secrets runner: a 0600 job file,
     deleted right after, never a command line.
     """
+    from assotic.needs import as_instance_user
     from roles.nextcloud import OCC_SECRETS, PHP_CLI, instance, occ_prefix
     from roles.nextcloud.facts import OccValue
 
@@ -234,6 +235,6 @@ def nextcloud_integration(tenant: Any, release: Any, secrets: Any, inventory: An
         path = f"{inst.tmp_dir}/occ-bbb-{index}.json"
         files.put(name=f"Upload the BigBlueButton settings job {index} of {inst.user} (0600)",
                   src=StringIO(job), dest=path, user=inst.user, group=inst.user, mode="0600")
-        run_job = shlex.join(["runuser", "-u", inst.user, "--", *PHP_CLI, OCC_SECRETS, path])
+        run_job = shlex.join([*as_instance_user(inst.user), *PHP_CLI, OCC_SECRETS, path])
         server.shell(name=f"Nextcloud {tenant.slug}: set app bbb setting {index} (occ config:app:set)",
                      commands=[f"{run_job}; rc=$?; rm -f {shlex.quote(path)}; exit $rc"])

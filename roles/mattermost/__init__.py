@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assotic.artifacts import Artifact
-from assotic.needs import SRV_ROOT, BackupSpec, Database, HostNeeds, Vhost
+from assotic.needs import SRV_ROOT, BackupSpec, Database, HostNeeds, Vhost, as_instance_user
 from assotic.tenants import Tenant
 from roles.standin import STANDIN_ROOT
 from roles.standin.render import render
@@ -210,14 +210,14 @@ def standin_code() -> str:
 
 def mmctl_prefix(inst: MattermostInstance, release: Artifact) -> str:
     """mmctl in local mode, as the instance's user (the only one who can open the socket)."""
-    return shlex.join(["runuser", "-u", inst.user, "--", "env",
+    return shlex.join([*as_instance_user(inst.user), "env",
                        f"MMCTL_LOCAL_SOCKET_PATH={local_socket(inst)}",
                        f"{release.install_dir}/bin/mmctl", "--local"])
 
 
 def local_api_prefix(inst: MattermostInstance) -> str:
     """curl on the local-mode socket, as the instance's user (local mode needs no token)."""
-    return shlex.join(["runuser", "-u", inst.user, "--", "curl", "-sSf", "--max-time", "30",
+    return shlex.join([*as_instance_user(inst.user), "curl", "-sSf", "--max-time", "30",
                        "--unix-socket", local_socket(inst)])
 
 

@@ -25,7 +25,8 @@ from io import StringIO
 from typing import Any
 
 from assotic.artifacts import OPT_ROOT, Artifact
-from assotic.needs import AppInstance, BackupSpec, Database, HostNeeds, PhpPool, RedisInstance, Timer, Vhost
+from assotic.needs import (AppInstance, BackupSpec, Database, HostNeeds, PhpPool, RedisInstance, Timer, Vhost,
+                           as_instance_user)
 from assotic.tenants import Tenant, quota_bytes
 from roles import standin as standin_role
 from roles.standin.render import render
@@ -273,7 +274,7 @@ def lifecycle_step(config_state: dict, release_version: str) -> str:
 
 def occ_prefix(inst: AppInstance, release: Artifact) -> str:
     """Shell prefix running occ as the instance's user with its config dir."""
-    return shlex.join(["runuser", "-u", inst.user, "--", "env",
+    return shlex.join([*as_instance_user(inst.user), "env",
                        f"NEXTCLOUD_CONFIG_DIR={inst.config_dir}", *PHP_CLI,
                        f"{release.install_dir}/occ"])
 
@@ -370,7 +371,7 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
                   src=StringIO(install_job(tenant, release, secrets.get(inst.secret("db_password")),
                                            secrets.get(inst.secret("admin_password")))),
                   dest=job, user=inst.user, group=inst.user, mode="0600")
-        run_job = shlex.join(["runuser", "-u", inst.user, "--", *PHP_CLI, OCC_SECRETS, job])
+        run_job = shlex.join([*as_instance_user(inst.user), *PHP_CLI, OCC_SECRETS, job])
         changed.append(server.shell(
             name=f"Install Nextcloud {release.version} for {tenant.slug} (occ maintenance:install)",
             commands=[f"{run_job}; rc=$?; rm -f {shlex.quote(job)}; exit $rc"],

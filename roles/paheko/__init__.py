@@ -7,10 +7,18 @@ instance headlessly with Paheko's own CLI; deploy.py runs it AFTER the shared ro
 
 How one code copy serves many associations (evidence in docs/apps.md):
 - include/init.php turns every PAHEKO_* entry of $_ENV into a constant before reading
-  CONFIG_FILE; the pool sets env[PAHEKO_CONFIG_FILE] and, since Debian's php.ini has
+  CONFIG_FILE (from 1.3.13 on: `make check` refuses an older pin, assotic/preflight.py);
+  the pool sets env[PAHEKO_CONFIG_FILE] and, since Debian's php.ini has
   variables_order = "GPCS" (no E, so $_ENV would be empty), variables_order = "EGPCS";
 - bin/paheko takes `--config <file>` (and `--root`; its `--url` option is parsed but
-  unused), so timers and the init step name the same config file.
+  unused), so timers and the init and upgrade steps name the same config file;
+- PLUGINS_ROOT defaults to DATA_ROOT/plugins, but the release ships its plugins in
+  <code>/data/plugins: the config names that folder of the release it is rendered for.
+
+Lifecycle, from the database's own version (PRAGMA user_version, roles/paheko/facts.py):
+none yet: `bin/paheko init`; older than the code: `bin/paheko upgrade` (the CLI refuses
+`cron` and `queue` until then, and the web would run the upgrade for the first visitor);
+newer: refused. Paheko has no maintenance mode to switch around it.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assotic.artifacts import Artifact
-from assotic.needs import AppInstance, BackupSpec, HostNeeds, PhpPool, Timer, Vhost
+from assotic.needs import AppInstance, BackupSpec, HostNeeds, PhpPool, Timer, Vhost, as_instance_user
 from assotic.tenants import Tenant
 from roles import standin as standin_role
 from roles.standin.render import render, stable_minute
@@ -30,6 +38,10 @@ CONFIG_NAME = "config.local.php"
 DB_NAME = "association.sqlite"  # Paheko's default DB_FILE under DATA_ROOT
 COUNTRY = "FR"
 QUEUE_EVERY = "*:*:00"  # the e-mail queue, every minute
+# CLI.php `queue run`: exit status 2 while messages are still waiting (e.g. a rate limit).
+QUEUE_STILL_WAITING = 2
+# CLI.php `upgrade`: exit status 2 when it upgraded the database, 0 when it had nothing to do.
+UPGRADED = 2
 
 
 # What Paheko needs of PHP besides its core (seen running 1.3.22.1 on Debian 12, LAB.md):
@@ -69,6 +81,22 @@ def paheko_cli(inst: AppInstance, release: Artifact, *args: str) -> tuple[str, .
     return ("/usr/bin/php", f"{release.install_dir}/bin/paheko", "--config", config_path(inst), *args)
 
 
+def paheko_cli_as_user(inst: AppInstance, release: Artifact, *args: str) -> str:
+    """bin/paheko as the instance's user, with the instances' umask, as one shell command."""
+    return shlex.join([*as_instance_user(inst.user), *paheko_cli(inst, release, *args)])
+
+
+def schema_version(version: str) -> int:
+    """A release number in Paheko's database encoding (DB::parseVersion): 1.3.18 -> 1031800,
+    a corrective release 1.3.22.1 -> 1032276."""
+    parts = version.split(".")
+    if not 3 <= len(parts) <= 4 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"paheko {version!r}: expected a stable release number such as 1.3.18")
+    major, minor, release = (int(p) for p in parts[:3])
+    corrective = int(parts[3]) + 75 if len(parts) == 4 else 0
+    return major * 1_000_000 + minor * 10_000 + release * 100 + corrective
+
+
 def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
     """What this tenant's Paheko asks of the shared roles (`release` None: the stand-in)."""
     inst = instance(tenant)
@@ -99,11 +127,11 @@ def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
             Timer(unit=cron_unit(inst), description=f"Paheko daily tasks for {tenant.slug}",
                   user=inst.user, command=paheko_cli(inst, release, "cron"),
                   on_calendar=daily_at(inst), working_directory=inst.home),
-            # `queue run` exits 2 while messages are still waiting: the timers role should
-            # treat 2 as success for this unit (SuccessExitStatus=2), see docs/apps.md.
+            # Messages still waiting are not a failure: the next run sends them.
             Timer(unit=queue_unit(inst), description=f"Paheko e-mail queue for {tenant.slug}",
                   user=inst.user, command=paheko_cli(inst, release, "queue", "run", "--quiet"),
-                  on_calendar=QUEUE_EVERY, working_directory=inst.home),
+                  on_calendar=QUEUE_EVERY, working_directory=inst.home,
+                  success_exit_status=(QUEUE_STILL_WAITING,)),
         ],
         backups=[paheko_backup(tenant, release)],
     )
@@ -127,15 +155,16 @@ class PahekoContext:
     tenant_name: str
     url: str
     data_root: str
+    plugins_root: str
     secret_key: str
     secret_name: str
 
 
-def config_local(tenant: Tenant, secret_key: str) -> str:
+def config_local(tenant: Tenant, secret_key: str, release: Artifact) -> str:
     inst = instance(tenant)
     context = PahekoContext(tenant_name=tenant.name, url=f"https://{domain(tenant)}/",
-                            data_root=inst.data_dir, secret_key=secret_key,
-                            secret_name=inst.secret("secret_key"))
+                            data_root=inst.data_dir, plugins_root=f"{release.install_dir}/data/plugins",
+                            secret_key=secret_key, secret_name=inst.secret("secret_key"))
     return render("paheko/config.local.php.j2", paheko=context)
 
 
@@ -144,10 +173,29 @@ def init_command(tenant: Tenant, release: Artifact, password_file: str) -> str:
     which is removed whatever happens."""
     inst = instance(tenant)
     admin = tenant.admins[0]
-    init = shlex.join(["runuser", "-u", inst.user, "--", *paheko_cli(
-        inst, release, "init", "--country", COUNTRY, "--orgname", tenant.name,
-        "--name", admin.name, "--email", admin.email, "--password-file", password_file)])
+    init = paheko_cli_as_user(inst, release, "init", "--country", COUNTRY, "--orgname", tenant.name,
+                              "--name", admin.name, "--email", admin.email,
+                              "--password-file", password_file)
     return f"{init}; rc=$?; rm -f {shlex.quote(password_file)}; exit $rc"
+
+
+def upgrade_command(tenant: Tenant, release: Artifact) -> str:
+    upgrade = paheko_cli_as_user(instance(tenant), release, "upgrade")
+    return f"{upgrade}; rc=$?; [ $rc -eq 0 ] || [ $rc -eq {UPGRADED} ]"
+
+
+def lifecycle_step(database_version: int | None, release: Artifact) -> str:
+    """"install", "upgrade" or "current", from the database's version and the pinned release."""
+    if database_version is None:
+        return "install"
+    wanted = schema_version(release.version)
+    if database_version < wanted:
+        return "upgrade"
+    if database_version > wanted:
+        raise ValueError(f"Paheko's database is at version {database_version}, newer than the pin "
+                         f"{release.version} ({wanted}): Paheko cannot be downgraded; restore a "
+                         "snapshot from before the upgrade (make restore) or pin the version that runs")
+    return "current"
 
 
 def paheko(tenant: Tenant, release: Artifact | None, local_release_path, secrets: Any) -> None:
@@ -155,10 +203,10 @@ def paheko(tenant: Tenant, release: Artifact | None, local_release_path, secrets
     from io import StringIO
 
     from pyinfra import host
-    from pyinfra.facts.files import File
     from pyinfra.operations import files, server
 
     from assotic.artifacts import install_release
+    from roles.paheko.facts import PahekoSchemaVersion
     from roles.remote_files import put_text
 
     inst = instance(tenant)
@@ -171,11 +219,16 @@ def paheko(tenant: Tenant, release: Artifact | None, local_release_path, secrets
     for leftover in (standin_role.config_path(inst), f"{inst.data_dir}/standin-cron.txt",
                      f"{inst.data_dir}/standin.sqlite"):
         files.file(name=f"Remove stand-in leftover {leftover}", path=leftover, present=False)
-    put_text(config_path(inst), config_local(tenant, secrets.get(inst.secret("secret_key"))),
+    put_text(config_path(inst), config_local(tenant, secrets.get(inst.secret("secret_key")), release),
              mode="0640", user="root", group=inst.user)
+    step = lifecycle_step(host.get_fact(PahekoSchemaVersion, user=inst.user, db_file=db_file(inst)),
+                          release)
+    if step == "upgrade":
+        server.shell(name=f"Upgrade the Paheko database of {tenant.slug} to {release.version} "
+                          "(bin/paheko upgrade)", commands=[upgrade_command(tenant, release)])
     # Guarded: `init` refuses an existing database anyway, but a second deploy must not
     # even try (and must not upload the password file again).
-    if host.get_fact(File, path=db_file(inst)) is None:
+    if step == "install":
         password_file = f"{inst.tmp_dir}/paheko-init-password"
         files.put(name=f"Upload the first admin's password for {inst.user} (0600)",
                   src=StringIO(secrets.get(inst.secret("admin_password")) + "\n"),

@@ -84,6 +84,9 @@ def timer_units(timer: Timer) -> tuple[str, str]:
     for text in (timer.description, timer.on_calendar, timer.user, timer.working_directory or ""):
         if "\n" in text:
             raise ValueError(f"timer {timer.unit}: newline in {text!r}")
+    if not all(isinstance(status, int) and 0 < status < 256 for status in timer.success_exit_status):
+        raise ValueError(f"timer {timer.unit}: success exit statuses are 1 to 255, "
+                         f"got {timer.success_exit_status!r}")
     exec_start = " ".join(systemd_quote(arg) for arg in timer.command)
     context = {"timer": timer, "marker": MARKER, "exec_start": exec_start,
                "environment": environment_lines(timer)}

@@ -4,7 +4,7 @@ Runs last (tests/lab/conftest.py) on the same lab. What is real: the release mar
 fresh backup (restic to backup-1), the deploy limited to web-1 with the other instances held
 on their release, the health check through nginx, the restore of the pre-update snapshot and
 the deploy of the previous pin. What is not: the lab has no Paheko release, so the "upgrade"
-from 1.3.12 to 1.3.13 (a local pin override, as a developer would bump `releases`) keeps the
+from the pin (1.3.18) to 1.3.19 (a local pin override, as a developer would bump `releases`) keeps the
 stand-in and changes only its release marker; the failed health check is a rehearsal
 (--drill-fail-health: the real check runs and passes, the drill then reports it failed).
 """
@@ -23,7 +23,9 @@ from assotic.runlog import changed_operation_names
 from test_backup import INVENTORY, REPO, VENV_BIN, WEB, app_answers, run, sh
 
 MARKERS = "/var/lib/assotic/releases"
-BUMP = {"paheko": {"version": "1.3.13", "url": "https://fossil.kd2.org/paheko/uv/paheko-1.3.13.tar.gz",
+PINNED = "1.3.18"  # releases["paheko"] in group_data/all.py
+BUMPED = "1.3.19"
+BUMP = {"paheko": {"version": BUMPED, "url": f"https://fossil.kd2.org/paheko/uv/paheko-{BUMPED}.tar.gz",
                    "sha256": "13" * 32}}
 
 
@@ -39,11 +41,11 @@ def update(*args: str, env: dict, check: bool = True):
 
 @pytest.fixture(scope="module")
 def bumped(tmp_path_factory):
-    """The lab, deployed (markers present), and an environment where Paheko's pin is 1.3.13."""
+    """The lab, deployed (markers present), and an environment where Paheko's pin is BUMPED."""
     run(str(VENV_BIN / "python"), "-m", "assotic.lab", "up")
     if "ulap/paheko" not in marker_versions(WEB):
         run(str(VENV_BIN / "pyinfra"), "-y", INVENTORY, "deploy.py")
-    assert marker_versions(WEB)["ulap/paheko"] == "1.3.12"
+    assert marker_versions(WEB)["ulap/paheko"] == PINNED
     override = tmp_path_factory.mktemp("pins") / "bump.json"
     override.write_text(json.dumps(BUMP))
     yield {**os.environ, "ASSOTIC_RELEASES_OVERRIDE": str(override)}
@@ -57,8 +59,8 @@ def test_the_plan_puts_the_canary_first_and_dry_run_changes_nothing(bumped):
     plan = update("--dry-run", env=bumped).stdout
     lines = [line.strip() for line in plan.splitlines() if "/paheko on " in line]
     assert lines[0].startswith("1. ulap/paheko on web-1") and "[canary, stand-in]" in lines[0]
-    assert len(lines) == 3 and all("1.3.12 -> 1.3.13" in line for line in lines)
-    assert marker_versions(WEB)["ulap/paheko"] == "1.3.12"
+    assert len(lines) == 3 and all(f"{PINNED} -> {BUMPED}" in line for line in lines)
+    assert marker_versions(WEB)["ulap/paheko"] == PINNED
 
 
 def test_a_failed_health_check_restores_the_snapshot_and_the_previous_release(bumped):
@@ -67,18 +69,18 @@ def test_a_failed_health_check_restores_the_snapshot_and_the_previous_release(bu
     assert result.returncode == 1
     snapshot = next(line.split()[-1] for line in out.splitlines() if "fresh backup: snapshot" in line)
     assert f"ROLLBACK of ulap/paheko: restore snapshot {snapshot}" in out
-    assert "rollback done: ulap/paheko runs 1.3.12 again, health check ok" in out
+    assert f"rollback done: ulap/paheko runs {PINNED} again, health check ok" in out
     assert "the canary ulap failed; no other association was touched" in out
-    assert marker_versions(WEB)["ulap/paheko"] == "1.3.12"
+    assert marker_versions(WEB)["ulap/paheko"] == PINNED
     assert app_answers(WEB, "paheko")["standin"] is True
 
 
 def test_an_update_moves_the_canary_instance_only(bumped):
     before = marker_versions(WEB)
     result = update("--tenant", "ulap", env=bumped)
-    assert "health check ok; ulap/paheko runs 1.3.13" in result.stdout
+    assert f"health check ok; ulap/paheko runs {BUMPED}" in result.stdout
     after = marker_versions(WEB)
-    assert after == {**before, "ulap/paheko": "1.3.13"}  # Nextcloud and Mattermost held
+    assert after == {**before, "ulap/paheko": BUMPED}  # Nextcloud and Mattermost held
     assert "nothing to do" in update("--tenant", "ulap", "--dry-run", env=bumped).stdout
 
 

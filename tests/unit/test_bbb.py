@@ -799,6 +799,8 @@ def nc_tenant(slug="amap", nextcloud="web-2", bigbluebutton="bbb-1"):
 
     apps = SimpleNamespace(nextcloud=SimpleNamespace(host=nextcloud) if nextcloud else None,
                            bigbluebutton=SimpleNamespace(host=bigbluebutton) if bigbluebutton else None)
+    apps.enabled = lambda: {name: app for name, app in vars(apps).items()
+                            if name != "enabled" and app is not None}
     return SimpleNamespace(slug=slug, apps=apps)
 
 
@@ -833,7 +835,7 @@ def test_the_app_bbb_refuses_the_debian_13_nextcloud_pin():
 def test_preflight_stops_before_connecting_on_an_unsupported_pin(capsys):
     pins = {"nextcloud": pinned_nextcloud()}
     with pytest.raises(SystemExit) as stop:
-        preflight.check_pinned_releases([nc_tenant()], pins, {"web-2": "13"})
+        preflight.exit_with(preflight.pinned_release_problems(pins, [nc_tenant()], {"web-2": "13"}))
     assert stop.value.code == 2
     assert "amap.yml: apps.bigbluebutton:" in capsys.readouterr().err
-    preflight.check_pinned_releases([nc_tenant()], pins, {"web-2": "12"})  # passes
+    assert preflight.pinned_release_problems(pins, [nc_tenant()], {"web-2": "12"}) == []
