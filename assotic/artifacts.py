@@ -44,7 +44,14 @@ from typing import Any
 # On hosts.
 REMOTE_CACHE = "/var/cache/assotic/artifacts"
 OPT_ROOT = "/opt/assotic"
-UNPACKED_MARKER = ".assotic-unpacked"  # written last: its presence means the tree is complete
+# Written last, NEXT TO the tree (/opt/assotic/.<app>-<version>.unpacked): its presence means the
+# tree is complete. Never inside it: Nextcloud's integrity check (lib/private/IntegrityCheck/
+# Checker.php) lists every file of its code root without a signature as EXTRA_FILE.
+OLD_UNPACKED_MARKER = ".assotic-unpacked"  # where deploys before 2026-12 put it, inside the tree
+
+
+def unpacked_marker(artifact: Artifact) -> str:
+    return f"{OPT_ROOT}/.{artifact.name}-{artifact.version}.unpacked"
 
 # What to do when a pinned release cannot be found (data `missing_release`).
 RELEASE_POLICIES = ("fail", "standin")
@@ -557,12 +564,14 @@ def unpack_command(artifact: Artifact) -> str:
 
     The sha256 is checked again on the host (the upload could have been cut short),
     the tree is made in `<dir>.partial` and renamed at the end, with the marker file
-    written last: a half-made tree is never taken for a finished one.
+    (outside the tree) written last: a half-made tree is never taken for a finished one.
     """
     target = artifact.install_dir
     partial = f"{target}.partial"
+    marker = unpacked_marker(artifact)
     return " && ".join([
         f"echo '{artifact.sha256}  {artifact.remote_path}' | sha256sum --check --quiet",
+        f"rm -f {marker}",
         f"rm -rf {partial} {target}",
         f"mkdir -p {partial}",
         # Release tarballs hold one top folder (nextcloud/, paheko-1.3.12/, mattermost/).
@@ -570,8 +579,8 @@ def unpack_command(artifact: Artifact) -> str:
         # Root-owned and read-only for everyone else: apps run as their own users.
         f"chown -R root:root {partial}",
         f"chmod -R u+rwX,go+rX,go-w {partial}",
-        f"echo '{artifact.sha256}' > {partial}/{UNPACKED_MARKER}",
         f"mv {partial} {target}",
+        f"echo '{artifact.sha256}' > {marker}",
     ])
 
 
@@ -579,7 +588,8 @@ def install_release(artifact: Artifact, local_path: Path):
     """Upload one copy of the release to the host and unpack it once. Returns the unpack op.
 
     files.put compares checksums, so a second deploy uploads nothing; the unpack step is
-    guarded by the marker file, so it runs once per version.
+    guarded by the marker file, so it runs once per version. A tree unpacked by an earlier
+    deploy still holds the marker inside it: moved out, the tree is not unpacked again.
     """
     from pyinfra import host
     from pyinfra.facts.files import File
@@ -596,8 +606,13 @@ def install_release(artifact: Artifact, local_path: Path):
                     mode="0755", present=True)
     files.put(name=f"Upload {artifact.filename}", src=str(local_path), dest=artifact.remote_path,
               user="root", group="root", mode="0600")
-    marker = f"{artifact.install_dir}/{UNPACKED_MARKER}"
+    marker = unpacked_marker(artifact)
     if host.get_fact(File, path=marker) is not None:
+        return None
+    old_marker = f"{artifact.install_dir}/{OLD_UNPACKED_MARKER}"
+    if host.get_fact(File, path=old_marker) is not None:
+        server.shell(name=f"Move the unpack marker of {artifact.label} out of its tree",
+                     commands=[f"mv -f {old_marker} {marker}"])
         return None
     _scheduled[key] = server.shell(name=f"Unpack {artifact.label} into {artifact.install_dir}",
                                    commands=[unpack_command(artifact)])

@@ -95,6 +95,16 @@ class PhpPool:
 
 
 @dataclass(frozen=True)
+class StaticAlias:
+    """Static files served from a folder outside the web root, under a URL prefix, for the
+    listed extensions only (everything else under the prefix goes to the app as usual)."""
+
+    url_prefix: str  # "/custom_apps/"
+    folder: str  # readable by nginx's workers (www-data)
+    extensions: tuple[str, ...]  # ("css", "js", ...)
+
+
+@dataclass(frozen=True)
 class Vhost:
     """An nginx server block for one public domain, and the certificate it needs."""
 
@@ -105,6 +115,7 @@ class Vhost:
     php_socket: str | None = None  # PHP-FPM socket, for PHP apps
     upstream: str | None = None  # "127.0.0.1:8065", for proxied apps (Mattermost)
     max_body_size: str = "512M"
+    static_aliases: tuple[StaticAlias, ...] = ()
 
 
 @dataclass(frozen=True)

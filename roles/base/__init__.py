@@ -56,6 +56,7 @@ BASE_PACKAGES = [
     "less",
     "vim-tiny",
     "iproute2",  # ss, used by the verify checks
+    "rsync",  # copies Nextcloud apps' static files for nginx (roles/nextcloud, ASSETS_ROOT)
 ]
 
 # "00-": sshd keeps the FIRST value it reads, and drop-ins are read in name order; a

@@ -64,3 +64,24 @@ def parse_config_state(lines: list[str]) -> dict:
         elif key == "version" and value:
             state["version"] = value
     return state
+
+
+class ManagedConfigKeys(FactBase):
+    """{path: [key, ...]} of every <user>.managed-keys file in `folder`: the config.php keys each
+    instance's last deploy set (roles/nextcloud). One command for all instances of the host."""
+
+    def command(self, folder: str) -> str:
+        return (f"for f in {folder}/*.managed-keys; do [ -f \"$f\" ] && sed \"s|^|$f:|\" \"$f\"; "
+                "done 2>/dev/null || true")
+
+    @staticmethod
+    def default() -> dict:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, list[str]]:
+        keys: dict[str, list[str]] = {}
+        for line in output:
+            path, _, key = line.partition(":")
+            if key.strip():
+                keys.setdefault(path, []).append(key.strip())
+        return keys

@@ -55,6 +55,8 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[
 _UPSTREAM_RE = re.compile(r"^(\[[0-9a-f:]+\]|[a-z0-9.-]+):\d{1,5}$|^unix:/[\w/.@-]+$")
 _SIZE_RE = re.compile(r"^\d+[kKmMgG]?$")
 _PATH_RE = re.compile(r"^/[\w/.@-]*$")
+_URL_PREFIX_RE = re.compile(r"^/[\w-]+/$")
+_EXTENSION_RE = re.compile(r"^[a-z0-9]{1,8}$")
 
 
 class NginxDataError(ValueError):
@@ -129,6 +131,11 @@ def check_vhost(vhost: Vhost) -> Vhost:
         errors.append(f"php_socket: expected an absolute path, got {vhost.php_socket!r}")
     if vhost.kind == "proxy" and not (vhost.upstream and _UPSTREAM_RE.match(vhost.upstream)):
         errors.append(f"upstream: 'host:port' or 'unix:/path' is required for kind proxy, got {vhost.upstream!r}")
+    for alias in vhost.static_aliases:
+        if not (_URL_PREFIX_RE.match(alias.url_prefix) and _PATH_RE.match(alias.folder)
+                and alias.extensions and all(_EXTENSION_RE.match(e) for e in alias.extensions)):
+            errors.append(f"static_aliases: expected a URL prefix like /custom_apps/, an absolute "
+                          f"folder and file extensions, got {alias!r}")
     if not _SIZE_RE.match(vhost.max_body_size):
         errors.append(f"max_body_size: expected a size like 512M, got {vhost.max_body_size!r}")
     if errors:

@@ -62,8 +62,8 @@ def test_nextcloud_needs_on_shared_code(tenant):
     needs = nextcloud.nextcloud_needs(tenant, NEXTCLOUD)
     user = f"nextcloud_{tenant.slug}"
     home = f"/srv/assotic/{tenant.slug}/nextcloud"
-    [vhost], [pool], [db], [redis], [timer] = (needs.vhosts, needs.pools, needs.databases,
-                                               needs.redis, needs.timers)
+    [vhost], [pool], [db], [redis], [timer, assets] = (needs.vhosts, needs.pools, needs.databases,
+                                                       needs.redis, needs.timers)
     assert (vhost.domain, vhost.kind, vhost.web_root) == (tenant.apps.nextcloud.domain, "nextcloud",
                                                           "/opt/assotic/nextcloud-34.0.4")
     assert vhost.php_socket == f"/run/php/assotic-{user}.sock" == pool.instance.php_socket
@@ -76,6 +76,12 @@ def test_nextcloud_needs_on_shared_code(tenant):
     assert timer.command[-1] == "/opt/assotic/nextcloud-34.0.4/cron.php"
     assert "apc.enable_cli=1" in timer.command
     assert dict(timer.environment) == {"NEXTCLOUD_CONFIG_DIR": f"{home}/config"}
+    # The app-store apps' static files, copied by the instance's user outside its home for nginx.
+    [alias] = vhost.static_aliases
+    assert (alias.url_prefix, alias.folder) == ("/custom_apps/", f"/var/www/assotic-assets/{user}")
+    assert assets.user == user and assets.command[0] == "/usr/bin/rsync"
+    assert assets.command[-2:] == (f"{home}/apps/", f"/var/www/assotic-assets/{user}/")
+    assert "--include=*.php" not in assets.command and assets.command[-3] == "--exclude=*"
 
 
 @pytest.mark.parametrize("tenant", PAHEKO_TENANTS, ids=ids(PAHEKO_TENANTS))
@@ -165,7 +171,6 @@ def test_nextcloud_config_fragment(tenant, tmp_path):
         f"'trusted_domains' => ['{tenant.apps.nextcloud.domain}']",
         f"'overwrite.cli.url' => 'https://{tenant.apps.nextcloud.domain}'",
         "'memcache.local' => '\\\\OC\\\\Memcache\\\\Redis'",
-        "'memcache.locking' => '\\\\OC\\\\Memcache\\\\Redis'",
         f"'host' => '/run/assotic-redis/nextcloud_{tenant.slug}/redis.sock'",
         "'port' => 0",
         f"'user' => 'nextcloud_{tenant.slug}'",  # the ACL user roles/redis creates
@@ -180,6 +185,8 @@ def test_nextcloud_config_fragment(tenant, tmp_path):
         f"'logfile' => '{home}/log/nextcloud.log'",
     ):
         assert expected in text, expected
+    # Locks in PostgreSQL, never in the evicting cache Redis (templates/nextcloud, item 7 of issue 8).
+    assert "memcache.locking" not in nextcloud.fragment_keys(text)
     php_lint(tmp_path, "assotic.config.php", text)
 
 

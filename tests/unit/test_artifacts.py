@@ -317,8 +317,11 @@ def test_unpack_command_checks_again_builds_aside_and_marks_last():
     a = make_artifact()
     steps = artifacts.unpack_command(a).split(" && ")
     assert steps[0].startswith(f"echo '{a.sha256}  {a.remote_path}' | sha256sum --check")
-    assert steps[-2].endswith(f"{a.install_dir}.partial/{artifacts.UNPACKED_MARKER}")
-    assert steps[-1] == f"mv {a.install_dir}.partial {a.install_dir}"
+    assert steps[1] == f"rm -f {artifacts.unpacked_marker(a)}"
+    assert steps[-2] == f"mv {a.install_dir}.partial {a.install_dir}"
+    # Written last, next to the tree: Nextcloud's integrity check reports any extra file in it.
+    assert steps[-1] == f"echo '{a.sha256}' > {artifacts.unpacked_marker(a)}"
+    assert not artifacts.unpacked_marker(a).startswith(a.install_dir + "/")
     assert any(s.startswith("chown -R root:root") for s in steps)
     assert any("go-w" in s for s in steps)
 
@@ -343,7 +346,8 @@ def test_unpack_command_really_unpacks_once_into_a_read_only_tree(tmp_path, monk
     subprocess.run(["sh", "-c", artifacts.unpack_command(a)], check=True)
     tree = Path(a.install_dir)
     assert (tree / "www/index.php").read_bytes() == b"<?php echo 1;\n"
-    assert (tree / artifacts.UNPACKED_MARKER).read_text().strip() == a.sha256
+    assert Path(artifacts.unpacked_marker(a)).read_text().strip() == a.sha256
+    assert sorted(p.name for p in tree.iterdir()) == ["www"]  # nothing of ours inside the tree
     assert oct((tree / "www/index.php").stat().st_mode & 0o777) == "0o644"
 
 
@@ -371,7 +375,7 @@ def test_install_release_skips_the_unpack_when_the_marker_exists(monkeypatch, tm
     monkeypatch.setattr(files, "put", lambda **kw: calls.append(("put", kw["dest"])))
     monkeypatch.setattr(server, "shell", lambda **kw: calls.append(("shell", kw["name"])) or "op")
     a = make_artifact()
-    marker = f"{a.install_dir}/{artifacts.UNPACKED_MARKER}"
+    marker = artifacts.unpacked_marker(a)
 
     monkeypatch.setattr(pyinfra, "host", FakeHost({marker: {"mode": 644}}))
     assert artifacts.install_release(a, tmp_path / a.filename) is None

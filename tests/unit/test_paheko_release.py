@@ -61,8 +61,10 @@ def facts_for(tenants_state: dict, unpacked: tuple[Artifact, ...] = ()) -> dict:
              ("Directory", (("path", artifacts.REMOTE_CACHE),)): {"mode": 700, "user": "root", "group": "root"},
              ("Directory", (("path", artifacts.OPT_ROOT),)): {"mode": 755, "user": "root", "group": "root"}}
     for release in (RELEASE, NEXT):
-        marker = f"{release.install_dir}/{artifacts.UNPACKED_MARKER}"
+        marker = artifacts.unpacked_marker(release)
         facts[("File", (("path", marker),))] = {"mode": 644} if release in unpacked else None
+        # Where deploys before 2026-12 left the marker, inside the tree: none here.
+        facts[("File", (("path", f"{release.install_dir}/{artifacts.OLD_UNPACKED_MARKER}"),))] = None
         # The uploaded file, as files.put sees it.
         facts[("File", (("path", release.remote_path),))] = (
             {"mode": 600, "user": "root", "group": "root"} if release in unpacked else None)

@@ -85,3 +85,34 @@ def test_site_answers_through_nginx(host, data, pyinfra_host):
             assert body["upload_tmp_dir"] == inst.tmp_dir
         else:
             assert body["installed"] is True and body["maintenance"] is False
+
+
+def test_custom_apps_static_files_reach_nginx_and_nothing_else_does(host, data, pyinfra_host):
+    """/custom_apps/ is served from a copy holding static files only; www-data (every vhost's
+    nginx worker) can read neither the instance's config nor its apps' PHP code."""
+    if host.run("id www-data").rc != 0:
+        pytest.skip("no www-data here (the web roles are not deployed)")
+    extensions = "|".join(nextcloud.ASSET_EXTENSIONS)
+    for t in tenants_here(data, pyinfra_host):
+        inst = nextcloud.instance(t)
+        copy = host.file(nextcloud.assets_dir(inst))
+        assert copy.is_directory and copy.user == inst.user and copy.mode == 0o755
+        others = host.check_output(
+            f"find {nextcloud.assets_dir(inst)} ! -type d -regextype posix-extended "
+            f"! \\( -type f -regex '.*\\.({extensions})' \\) -print | head -n 5")
+        assert others == "", f"{t.slug}: not a static file in the copy for nginx: {others}"
+        assert host.service(f"{nextcloud.assets_unit(inst)}.timer").is_enabled
+        config = f"{inst.config_dir}/{'standin.json' if is_standin(host, inst) else 'config.php'}"
+        for path in (config, f"{inst.config_dir}/{nextcloud.CONFIG_FRAGMENT}", nextcloud.apps_dir(inst)):
+            run = host.run(f"runuser -u www-data -- ls -l {shlex.quote(path)}")
+            assert run.rc != 0, f"{t.slug}: www-data reads {path}"
+        php = host.check_output(f"find {nextcloud.apps_dir(inst)} -name '*.php' -type f -print -quit")
+        if php:
+            assert host.run(f"runuser -u www-data -- cat {shlex.quote(php)}").rc != 0, php
+        asset = host.check_output(f"cd {nextcloud.assets_dir(inst)} && find . -type f -print -quit")
+        if asset and host.run("command -v nginx").rc == 0:
+            domain = t.apps.nextcloud.domain
+            code = host.check_output(
+                f"curl -sk -o /dev/null -w '%{{http_code}}' --max-time 10 --resolve {domain}:443:127.0.0.1 "
+                f"https://{domain}{nextcloud.ASSETS_URL}{shlex.quote(asset[2:])}")
+            assert code == "200", f"{t.slug}: {nextcloud.ASSETS_URL}{asset[2:]} answered {code}"
