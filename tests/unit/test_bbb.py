@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fake_facts import FakeHost
 
+from assotic.artifacts import Artifact
 from assotic import preflight, sip
 from assotic.preflight import InventoryView
 from roles.bbb import model, repositories
@@ -839,3 +840,51 @@ def test_preflight_stops_before_connecting_on_an_unsupported_pin(capsys):
     assert stop.value.code == 2
     assert "amap.yml: apps.bigbluebutton:" in capsys.readouterr().err
     assert preflight.pinned_release_problems(pins, [nc_tenant()], {"web-2": "12"}) == []
+
+
+# -- the Nextcloud app "bbb" of an association (roles/bbb.nextcloud_integration) -------------------
+
+def integration_plan(url_fact, secret_fact):
+    """Plan nextcloud_integration on web-1 for an association whose meetings are on bbb-1,
+    with the two occ values Nextcloud answers now."""
+    from types import SimpleNamespace
+
+    from roles.bbb import nextcloud_integration
+    from roles.nextcloud import instance, occ_prefix
+
+    release = Artifact("nextcloud", "34.0.4", "nextcloud-34.0.4.tar.bz2", "https://x/nc.tar.bz2", "0" * 64)
+    tenant = SimpleNamespace(slug="amap", apps=SimpleNamespace(bigbluebutton=SimpleNamespace(host="bbb-1")))
+    occ = occ_prefix(instance(tenant), release)
+    facts = {("OccValue", (("args", "config:app:get bbb api.url"), ("occ", occ))): url_fact,
+             ("OccValue", (("args", "config:app:get bbb api.secret"), ("occ", occ))): secret_fact,
+             "File": None, "Directory": None}  # the job files are new each time
+    fake = FakeHost("web-1", {"web": ["web-1"], "bbb": ["bbb-1"]}, {}, facts,
+                    other_hosts={"bbb-1": {"bbb_domain": "meet.example.org", "bbb_sip": SIP}})
+    ops = fake.plan(lambda: nextcloud_integration(tenant, release, Secrets(), fake.inventory))
+    return ops, instance(tenant)
+
+
+def test_the_nextcloud_app_bbb_is_set_through_private_job_files_never_argv():
+    ops, inst = integration_plan(None, None)  # a new association: the app has no settings yet
+    names = [op.name.split(" | ", 1)[-1] for op in ops]
+    assert names == [f"Upload the BigBlueButton settings job 0 of {inst.user} (0600)",
+                     "Nextcloud amap: set app bbb setting 0 (occ config:app:set)",
+                     f"Upload the BigBlueButton settings job 1 of {inst.user} (0600)",
+                     "Nextcloud amap: set app bbb setting 1 (occ config:app:set)"]
+    uploads = [op for op in ops if op.name.endswith("(0600)")]
+    assert all(op.commands and "chmod 600" in " ".join(op.commands) for op in uploads)
+    shells = [op.commands for op in ops if "occ config:app:set" in op.name]
+    assert shells[1] == [f"runuser -u {inst.user} -- sh -c 'umask 0027 && exec \"$@\"' sh /usr/bin/php "
+                         f"-d apc.enable_cli=1 /opt/assotic/nextcloud-occ-secrets.php "
+                         f"{inst.tmp_dir}/occ-bbb-1.json; rc=$?; rm -f {inst.tmp_dir}/occ-bbb-1.json; exit $rc"]
+    every_command = " ".join(c for op in ops for c in op.commands)
+    assert API_SECRET not in every_command
+
+
+def test_the_nextcloud_app_bbb_already_set_plans_nothing():
+    from roles.bbb.model import BbbSettings
+
+    url = BbbSettings.from_data("bbb-1", {"bbb_domain": "meet.example.org", "bbb_sip": SIP}).url
+    assert integration_plan(url, API_SECRET)[0] == []
+    # Only the secret differs (rotated in the store): both settings are written again.
+    assert len(integration_plan(url, "an-old-secret")[0]) == 4
