@@ -175,7 +175,17 @@ APP_GROUPS: dict[str, str] = {
 
 class Quotas(_Strict):
     per_user: Quota = Field("2 GB", description="Default storage quota for each member (Nextcloud)")
-    total: Quota = Field("unlimited", description="Storage for the whole association")
+
+
+# Fields a tenant file may still hold that no app applies: refused with what to do instead.
+# quotas.total: Nextcloud has no quota for a group in core (quotas are per user: files
+# default_quota), and a limit on /srv/assotic/<slug> needs project quotas on that filesystem
+# (XFS or ext4 mounted with prjquota), which a shared host cannot be assumed to have.
+REFUSED_FIELDS = {
+    ("quotas", "total"): "not applied by any app (Nextcloud's quotas are per member; no filesystem "
+                         "limit is set), so it is refused: remove the line and size quotas.per_user "
+                         "(x members) instead",
+}
 
 
 class Retention(_Strict):
@@ -262,6 +272,8 @@ def _explain(error: dict) -> str:
     """Turn one pydantic error into 'what was expected' in a volunteer's words."""
     kind, loc, value = error["type"], error["loc"], error.get("input")
     if kind == "extra_forbidden":
+        if tuple(loc) in REFUSED_FIELDS:
+            return REFUSED_FIELDS[tuple(loc)]
         if len(loc) == 2 and loc[0] == "apps":
             return f"unknown app; expected one of {', '.join(APP_NAMES)}"
         known = _known_keys(loc[:-1])

@@ -166,3 +166,14 @@ def test_published_json_schema_matches_the_schema_module():
     assert published == json_schema(), "run `make schema` and commit schema/tenant.schema.json"
     assert set(published["$defs"]["Apps"]["properties"]) == set(APP_NAMES)
     assert published["additionalProperties"] is False
+
+
+def test_a_total_quota_no_app_applies_is_refused_saying_what_to_do(tmp_path):
+    """quotas.total reached no app (Nextcloud has no group quota in core): a volunteer writing it
+    is told so, with the file, the field and what to write instead."""
+    data = good_tenant()
+    data["quotas"] = {"per_user": "5 GB", "total": "100 GB"}
+    [(file, field, expected)] = problems_for(tmp_path, data)
+    assert (file, field) == ("amap.yml", "quotas.total")
+    assert "not applied by any app" in expected and "remove the line" in expected
+    assert "quotas.per_user" in expected
