@@ -26,6 +26,7 @@ import yaml
 
 from assotic.lab import LAB_HOSTS, container_name
 from assotic.runlog import changed_operation_names, changed_operations_per_host
+from tests.lab.shell import sh
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -43,18 +44,6 @@ DOMAINS = {"nextcloud": "cloud.ulap.example.org", "paheko": "gestion.ulap.exampl
 # Files the stand-ins rewrite on their own (cron every 5 minutes, a row per page view):
 # compared through their content where it matters, not by checksum.
 VOLATILE = ("standin-cron.txt", "standin.sqlite")
-
-
-def sh(host: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
-    name = container_name(next(h for h in LAB_HOSTS if h.name == host))
-    # umask 027, as every assotic service writes: data the drill makes by hand must not be
-    # world-readable, or the next deploy rightly repairs it (and is no longer a no-op).
-    result = subprocess.run(["docker", "exec", "-i", name, "bash", "-euo", "pipefail", "-s"],
-                            input=f"umask 027\n{script}", capture_output=True, text=True)
-    print(f"[{host}] $ {script.strip()[:300]}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    if check:
-        assert result.returncode == 0, f"{host}: exit {result.returncode}: {result.stderr[-2000:]}"
-    return result
 
 
 def run(*command: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

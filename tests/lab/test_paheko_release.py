@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from assotic.lab import LAB_HOSTS, container_name
+from assotic.lab import LAB_HOSTS
 from assotic.needs import as_instance_user
 from assotic.preflight import load_inventory_like_pyinfra
 from assotic.runlog import changed_operation_names, changed_operations_per_host
+from tests.lab.shell import sh
 from roles import paheko
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,16 +28,6 @@ VENV_BIN = Path(sys.executable).parent
 INVENTORY = "inventory/lab.py"
 TENANT = "ulap"  # on web-1
 ROWS = 200
-
-
-def sh(host: str, script: str, check: bool = True) -> subprocess.CompletedProcess:
-    name = container_name(next(h for h in LAB_HOSTS if h.name == host))
-    result = subprocess.run(["docker", "exec", "-i", name, "bash", "-euo", "pipefail", "-s"],
-                            input=f"umask 027\n{script}", capture_output=True, text=True)
-    print(f"[{host}] $ {script.strip()[:300]}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    if check:
-        assert result.returncode == 0, f"{host}: exit {result.returncode}: {result.stderr[-2000:]}"
-    return result
 
 
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
