@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,6 +387,45 @@ def release_pin_problems(releases: dict[str, Any], tenants: list[Tenant],
     return problems
 
 
+# The Nextcloud app "bbb" (cloud_bbb, now github.com/littleredbutton/cloud_bbb; sualko/cloud_bbb
+# stopped at 1.4.2) release checked, and the Nextcloud majors its appinfo/info.xml admits.
+# `occ app:install bbb` takes the newest release the app store offers for the host's Nextcloud;
+# none exists for a major outside this range, so preflight refuses it up front.
+NEXTCLOUD_BBB_APP = {
+    "version": "2.9.3",
+    "min_nextcloud": 33,
+    "max_nextcloud": 34,
+    "source": "littleredbutton/cloud_bbb tag v2.9.3 (c51ed7bb), appinfo/info.xml "
+              '<nextcloud min-version="33" max-version="34"/>',
+}
+
+
+def nextcloud_app_problems(tenants: list[tuple[str, Any]], nextcloud_pins: Mapping[str, Any],
+                           host_debian: Mapping[str, str | None]) -> list[Any]:
+    """Associations with BigBlueButton whose Nextcloud pin the app "bbb" does not admit.
+
+    `nextcloud_pins`: data `releases["nextcloud"]` ({"12": pin, "13": pin}); a host that does
+    not say its `debian_release` may get any of them, so each is checked.
+    """
+    app, problems = NEXTCLOUD_BBB_APP, []
+    for label, tenant in tenants:
+        if tenant.apps.bigbluebutton is None or tenant.apps.nextcloud is None:
+            continue
+        nc_host = tenant.apps.nextcloud.host
+        declared = host_debian.get(nc_host)
+        for debian in ([declared] if declared in nextcloud_pins else sorted(nextcloud_pins)):
+            version = str(nextcloud_pins[debian].get("version", ""))
+            major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else None
+            if major is None or not app["min_nextcloud"] <= major <= app["max_nextcloud"]:
+                problems.append(Problem(label, "apps.bigbluebutton", (
+                    f"a Nextcloud the app bbb {app['version']} runs on (Nextcloud "
+                    f"{app['min_nextcloud']}-{app['max_nextcloud']}: {app['source']}); "
+                    f"{nc_host} (Debian {debian}) gets Nextcloud {version} from data `releases`. "
+                    "Remove apps.bigbluebutton, or pin a cloud_bbb release that admits it in "
+                    "assotic/preflight.py NEXTCLOUD_BBB_APP")))
+    return problems
+
+
 def check_release_pins(releases: dict[str, Any], tenants: list[Tenant], inventory: Any) -> None:
     """For group_data/all.py, once `releases` is known: stop, with every problem at once, on
     what the pins cannot run (a pin older than this layout works with; the Nextcloud app bbb
@@ -398,8 +438,6 @@ def check_release_pins(releases: dict[str, Any], tenants: list[Tenant], inventor
 
 
 def pinned_release_problems(releases: Any, tenants: list[Tenant], host_debian: Any) -> list[Problem]:
-    from roles.bbb.model import nextcloud_app_problems
-
     directory = tenants_dir()
     labelled = [(_label(directory / f"{tenant.slug}.yml"), tenant) for tenant in tenants]
     return [*release_pin_problems(releases or {}, tenants, host_debian or {}),

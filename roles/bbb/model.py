@@ -333,48 +333,6 @@ def certbot_command(settings: BbbSettings, acme_directory: str, email: str | Non
 
 # -- Nextcloud integration (app "bbb") -------------------------------------------------------
 
-# The Nextcloud app "bbb" (cloud_bbb, now github.com/littleredbutton/cloud_bbb; sualko/cloud_bbb
-# stopped at 1.4.2) release checked, and the Nextcloud majors its appinfo/info.xml admits.
-# `occ app:install bbb` takes the newest release the app store offers for the host's Nextcloud;
-# none exists for a major outside this range, so preflight refuses it up front.
-NEXTCLOUD_BBB_APP = {
-    "version": "2.9.3",
-    "min_nextcloud": 33,
-    "max_nextcloud": 34,
-    "source": "littleredbutton/cloud_bbb tag v2.9.3 (c51ed7bb), appinfo/info.xml "
-              '<nextcloud min-version="33" max-version="34"/>',
-}
-
-
-def nextcloud_app_problems(tenants: list[tuple[str, Any]], nextcloud_pins: Mapping[str, Any],
-                           host_debian: Mapping[str, str | None]) -> list[Any]:
-    """Associations with BigBlueButton whose Nextcloud pin the app "bbb" does not admit.
-
-    `nextcloud_pins`: data `releases["nextcloud"]` ({"12": pin, "13": pin}); a host that does
-    not say its `debian_release` may get any of them, so each is checked.
-    """
-    from assotic.report import Problem
-
-    app, problems = NEXTCLOUD_BBB_APP, []
-    for label, tenant in tenants:
-        if tenant.apps.bigbluebutton is None or tenant.apps.nextcloud is None:
-            continue
-        nc_host = tenant.apps.nextcloud.host
-        declared = host_debian.get(nc_host)
-        for debian in ([declared] if declared in nextcloud_pins else sorted(nextcloud_pins)):
-            version = str(nextcloud_pins[debian].get("version", ""))
-            major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else None
-            if major is None or not app["min_nextcloud"] <= major <= app["max_nextcloud"]:
-                problems.append(Problem(label, "apps.bigbluebutton", (
-                    f"a Nextcloud the app bbb {app['version']} runs on (Nextcloud "
-                    f"{app['min_nextcloud']}-{app['max_nextcloud']}: {app['source']}); "
-                    f"{nc_host} (Debian {debian}) gets Nextcloud {version} from data `releases`. "
-                    "Remove apps.bigbluebutton, or pin a cloud_bbb release that admits it in "
-                    "roles/bbb/model.py NEXTCLOUD_BBB_APP")))
-    return problems
-
-
-
 def nextcloud_bbb_jobs(occ: str, config_dir: str, api_url: str, api_secret: str) -> list[str]:
     """occ-secrets jobs (JSON) setting the Nextcloud app "bbb" (keys api.url, api.secret)."""
     import json

@@ -820,17 +820,17 @@ def pinned_nextcloud():
 def test_the_app_bbb_refuses_the_debian_13_nextcloud_pin():
     pins = pinned_nextcloud()
     assert pins["12"]["version"] == "34.0.4" and pins["13"]["version"] == "35.0.1"
-    problems = model.nextcloud_app_problems([("group_data/tenants/amap.yml", nc_tenant())], pins,
+    problems = preflight.nextcloud_app_problems([("group_data/tenants/amap.yml", nc_tenant())], pins,
                                             {"web-2": "13"})
     assert [(p.file, p.field) for p in problems] == [("group_data/tenants/amap.yml", "apps.bigbluebutton")]
     assert "Nextcloud 33-34" in problems[0].expected and "gets Nextcloud 35.0.1" in problems[0].expected
     assert "web-2 (Debian 13)" in problems[0].expected
     # Debian 12's 34.0.4 is admitted; an undeclared host may get either pin: refused
-    assert model.nextcloud_app_problems([("a.yml", nc_tenant())], pins, {"web-2": "12"}) == []
-    assert len(model.nextcloud_app_problems([("a.yml", nc_tenant())], pins, {})) == 1
+    assert preflight.nextcloud_app_problems([("a.yml", nc_tenant())], pins, {"web-2": "12"}) == []
+    assert len(preflight.nextcloud_app_problems([("a.yml", nc_tenant())], pins, {})) == 1
     # no BigBlueButton, or no Nextcloud: nothing to check
-    assert model.nextcloud_app_problems([("a.yml", nc_tenant(bigbluebutton=None))], pins, {"web-2": "13"}) == []
-    assert model.nextcloud_app_problems([("a.yml", nc_tenant(nextcloud=None))], pins, {}) == []
+    assert preflight.nextcloud_app_problems([("a.yml", nc_tenant(bigbluebutton=None))], pins, {"web-2": "13"}) == []
+    assert preflight.nextcloud_app_problems([("a.yml", nc_tenant(nextcloud=None))], pins, {}) == []
 
 
 def test_preflight_stops_before_connecting_on_an_unsupported_pin(capsys):
