@@ -190,7 +190,7 @@ def instance_pins(env: Mapping[str, str] | None = None) -> dict[str, dict[str, A
     """$ASSOTIC_INSTANCE_PINS names a JSON file {"<slug>/<app>": pin} that holds these
     instances on these pins for one run, whatever data `releases` says.
 
-    Written by assotic/update.py (a 0600 file of its own, removed afterwards): an update
+    Written by commands/update.py (a 0600 file of its own, removed afterwards): an update
     deploys a whole host with `pyinfra --limit`, and this keeps every instance but the one
     being upgraded on the release it runs, and puts a previous release back on rollback.
     """

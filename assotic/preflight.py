@@ -54,7 +54,7 @@ class Platform:
     tenants: list[Tenant]
     secrets: Any  # assotic.secrets_store.SecretStore (values decrypted on demand, in memory)
     new_secrets: list[str] = field(default_factory=list)  # generated during this run
-    # roles.mattermost.model.MattermostInstance: every Mattermost server and its teams.
+    # assotic.mattermost.MattermostInstance: every Mattermost server and its teams.
     mattermost: list = field(default_factory=list)
     mattermost_edition: str = "team"
     # Worth a look, not worth stopping a deploy (e.g. near Team Edition's user limit).
@@ -285,12 +285,12 @@ def tenants_dir() -> Path:
 
 def mattermost_checks(view: InventoryView, loaded: list[tuple[str, Tenant]], declared: Any,
                       edition: Any) -> tuple[list[tuple[str, Tenant]], list, list[Problem], list[str]]:
-    """Mattermost instances from data and tenant files (roles/mattermost/model.py).
+    """Mattermost instances from data and tenant files (assotic/mattermost.py).
 
     Returns the tenants with their instance's host and domain filled in, the instances,
     the problems and the warnings (Team Edition's user limit).
     """
-    from roles.mattermost import model
+    from assotic import mattermost as model
 
     problems = model.edition_problems(edition)
     problems += model.declared_instance_problems(declared, view.groups.get("web", []), view.label)
@@ -299,7 +299,7 @@ def mattermost_checks(view: InventoryView, loaded: list[tuple[str, Tenant]], dec
     instances, found = model.build_instances(declared, loaded)
     problems += found + model.instance_conflicts(instances, loaded)
     placed = model.placed_tenants(instances, [t for _, t in loaded])
-    loaded = [(label, tenant) for (label, _), tenant in zip(loaded, placed)]
+    loaded = [(label, tenant) for (label, _), tenant in zip(loaded, placed, strict=True)]
     return loaded, instances, problems, model.user_count_warnings(instances, placed, edition)
 
 

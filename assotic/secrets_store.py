@@ -81,7 +81,7 @@ class TamperedStoreError(SecretsError):
         self.store_path = store_path
         shown = display_path(store_path)
         hint = ("\nIf this comes from a git merge you have reviewed, accept it with:"
-                " python -m assotic secrets reseal") if merge_hint else ""
+                " python -m commands secrets reseal") if merge_hint else ""
         super().__init__(
             f"{shown}: {what}"
             f"\nThe file was edited by hand, damaged, or mixed by a git merge. No secret was used."
@@ -382,7 +382,7 @@ def _load(path: Path) -> dict | None:
             f"{display_path(path)} contains git conflict markers. Either take one side"
             f" (`git checkout --ours {display_path(path)}` or `--theirs`) and redo the other side's"
             f" changes, or keep the entries of both sides and any one \"index\", then run"
-            f" `python -m assotic secrets reseal`; see {DOCS}."
+            f" `python -m commands secrets reseal`; see {DOCS}."
         )
     try:
         doc = json.loads(text)

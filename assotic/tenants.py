@@ -119,7 +119,7 @@ class PahekoApp(WebApp):
 
 
 class MattermostApp(_Strict):
-    """A team for the association on a Mattermost instance (roles/mattermost/model.py).
+    """A team for the association on a Mattermost instance (assotic/mattermost.py).
 
     Either `instance: <name>` (an instance declared in group_data/all.py
     `mattermost_instances`, shared by several associations; it gives host and domain),

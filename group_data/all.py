@@ -94,7 +94,7 @@ artifact_signing_keys = {}
 # (The lab says "standin" in group_data/lab.py.)
 missing_release = "fail"
 
-# --- Updates (`make update`, assotic/update.py, docs/updates.md) ---------------------------------
+# --- Updates (`make update`, commands/update.py, docs/updates.md) ---------------------------------
 # The association whose instances are updated first; if one of its updates fails (and is rolled
 # back), no other association is touched. None: no canary.
 update_canary = None

@@ -6,7 +6,7 @@ base role's sysadmin accounts, sudo and authorized_keys are exercised for real.
 
 import os
 
-from assotic.lab import SSH_KEY as _SSH_KEY
+from lab.harness import SSH_KEY as _SSH_KEY
 
 _lab_public_key = _SSH_KEY.with_suffix(".pub")
 
@@ -35,7 +35,7 @@ def _lab_backup_target():
     container's address on Docker's bridge network, and its host keys as `make lab` read
     them into known_hosts. None (no backups, said loudly) when Docker or the container is
     not there, e.g. for `make check` on a machine without the lab."""
-    from assotic.lab import KNOWN_HOSTS, LAB_HOSTS, container_name
+    from lab.harness import KNOWN_HOSTS, LAB_HOSTS, container_name
 
     target = next((h for h in LAB_HOSTS if h.group == "backup"), None)
     if target is None:
@@ -56,7 +56,7 @@ def _lab_backup_target():
 
 
 # roles/backup: every lab web host backs up to backup-1 over SFTP (docs/backup.md).
-# The drill's throw-away lab (assotic/drill.py) sets ASSOTIC_LAB_NO_BACKUP=1: it only
+# The drill's throw-away lab (commands/drill.py) sets ASSOTIC_LAB_NO_BACKUP=1: it only
 # receives restores.
 backup_target = None if os.environ.get("ASSOTIC_LAB_NO_BACKUP") == "1" else _lab_backup_target()
 

@@ -1,7 +1,7 @@
 """The local lab inventory: containers started by `make lab` on this machine.
 
 Fixed, not generated: the hosts, their Debian release and their SSH ports are
-declared once in assotic/lab.py (LAB_HOSTS) and read here. `make lab` creates
+declared once in lab/harness.py (LAB_HOSTS) and read here. `make lab` creates
 the SSH key and known_hosts under .lab/ssh/ before pyinfra connects.
 
 The lab keeps its own throw-away secrets store and key under .lab/, so it
@@ -13,10 +13,10 @@ tuple in this file for a host group.
 
 import os
 
-from assotic.lab import LAB_HOSTS as _LAB_HOSTS
-from assotic.lab import SECRETS_KEY as _SECRETS_KEY
-from assotic.lab import SECRETS_STORE as _SECRETS_STORE
-from assotic.lab import lab_ssh_data as _lab_ssh_data
+from lab.harness import LAB_HOSTS as _LAB_HOSTS
+from lab.harness import SECRETS_KEY as _SECRETS_KEY
+from lab.harness import SECRETS_STORE as _SECRETS_STORE
+from lab.harness import lab_ssh_data as _lab_ssh_data
 
 os.environ.setdefault("ASSOTIC_SECRETS_FILE", str(_SECRETS_STORE))
 os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))

@@ -25,7 +25,7 @@ class AppPlan:
     tenant: Tenant | None  # None for a Mattermost plan: it is per instance, not per tenant
     release: Artifact | None
     release_path: Path | None
-    instance: Any = None  # roles.mattermost.model.MattermostInstance, for app "mattermost"
+    instance: Any = None  # assotic.mattermost.MattermostInstance, for app "mattermost"
     pinned: Artifact | None = None  # the pin, also when the stand-in runs in its place
 
     @property
@@ -35,7 +35,7 @@ class AppPlan:
 
 
 # Release markers: one small JSON file per app instance saying which pin it runs, so that
-# `make update` (assotic/update.py) compares what is deployed with the pins in the repository.
+# `make update` (commands/update.py) compares what is deployed with the pins in the repository.
 RELEASE_MARKER_DIR = "/var/lib/assotic/releases"
 
 

@@ -9,7 +9,7 @@ and initialises the repository once. Details and every knob: docs/backup.md.
 
 One repository per backed-up host, on its backup target (SFTP, restricted account, see
 roles/backup_target) or on S3. Snapshots are tagged `tenant:<slug>`, `app:<app>` and
-`host:<host>`, so one association is restored alone (assotic/restore.py).
+`host:<host>`, so one association is restored alone (commands/restore.py).
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> N
     secrets = host.data.platform.secrets
     context = backup_context(host.name, host.data, secrets)
     # Installed even without a backup target: any web host can be a restore target
-    # (assotic/restore.py runs restic there), the drill's throw-away host included.
+    # (commands/restore.py runs restic there), the drill's throw-away host included.
     packages = PACKAGES + (["msmtp"] if context and context.mail_to else [])
     apt.packages(name="Install restic and the backup tools", packages=packages, cache_time=86400,
                  update=True)

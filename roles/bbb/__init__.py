@@ -48,7 +48,6 @@ from .model import (
     FREESWITCH_GROUP,
     NGINX_SITE,
     PACKAGES,
-    RECORDING_YML,
     TURN_XML,
     WEB_PROPERTIES,
     WEBHOOKS_CONF,

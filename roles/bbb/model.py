@@ -22,7 +22,7 @@ from typing import Any
 
 from assotic.sip import BBB_VERSIONS, DEFAULT_BBB_VERSION, SipDialIn, sip_problems, version_line
 from roles.base.model import Opening
-from roles.standin.render import render
+from assotic.templating import render
 
 PACKAGES = ("bigbluebutton", "bbb-html5")
 ETC = "/etc/bigbluebutton"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roles.base.model import Opening
-from roles.standin.render import render
+from assotic.templating import render
 
 TURNSERVER_CONF = "/etc/turnserver.conf"
 TURN_CERT_DIR = "/etc/turnserver"  # coturn's copies of the certificate, readable by turnserver

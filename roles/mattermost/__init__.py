@@ -1,7 +1,7 @@
 """roles/mattermost: Mattermost servers ("instances"), one team per association on each.
 
 Unlike Nextcloud and Paheko, Mattermost is deployed per INSTANCE, not per tenant: an
-instance (roles/mattermost/model.py) is declared in data and shared by the associations
+instance (assotic/mattermost.py) is declared in data and shared by the associations
 that name it, or is an association's own. Per instance:
   Unix user, PostgreSQL role and database   mattermost_<name>
   home (data, config, log)                  /srv/assotic/<name>/mattermost
@@ -43,9 +43,9 @@ from assotic.artifacts import Artifact
 from assotic.needs import SRV_ROOT, BackupSpec, Database, HostNeeds, Vhost, as_instance_user
 from assotic.tenants import Tenant
 from roles.standin import STANDIN_ROOT
-from roles.standin.render import render
+from assotic.templating import render
 
-from .model import APP, MattermostInstance, team_name
+from assotic.mattermost import APP, MattermostInstance, team_name
 
 ENV_DIR = "/etc/assotic/mattermost"
 UNIT_DIR = "/etc/systemd/system"

@@ -32,7 +32,7 @@ from assotic.needs import (AppInstance, BackupSpec, Database, HostNeeds, PhpPool
                            Timer, Vhost, as_instance_user)
 from assotic.tenants import Tenant, quota_bytes
 from roles import standin as standin_role
-from roles.standin.render import render
+from assotic.templating import render
 
 APP = "nextcloud"
 # The database is reached over TCP on loopback with the instance's own password (the

@@ -31,7 +31,7 @@ from assotic.artifacts import Artifact
 from assotic.needs import AppInstance, BackupSpec, HostNeeds, PhpPool, Timer, Vhost, as_instance_user
 from assotic.tenants import Tenant
 from roles import standin as standin_role
-from roles.standin.render import render, stable_minute
+from assotic.templating import render, stable_minute
 
 APP = "paheko"
 CONFIG_NAME = "config.local.php"

@@ -19,7 +19,7 @@ from typing import Any
 
 from assotic.needs import AppInstance, PhpPool, Timer, Vhost
 
-from .render import render
+from assotic.templating import render
 
 STANDIN_ROOT = "/opt/assotic/standin"
 CODE_FILES = ("index.php", "cron.php")

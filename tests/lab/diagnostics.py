@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from assotic.lab import LAB_HOSTS, container_name
+from lab.harness import LAB_HOSTS, container_name
 
 # Bounded, read-only probes: SSH and firewall on the backup target, the repository from a
 # web host (the path every backup takes), and the units that failed anywhere.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from assotic.lab import LAB_HOSTS, container_name
+from lab.harness import LAB_HOSTS, container_name
 
 
 def sh(host: str, script: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
 Runs after test_lab.py (tests/lab/conftest.py) on the same lab. For tenant ulap on web-1
 (Nextcloud and Paheko stand-ins): files in the Nextcloud data folder, rows in its
 PostgreSQL database and in the Paheko SQLite file are created; the backup services run;
-everything is destroyed; `python -m assotic.restore` (what `make restore` runs) brings it
+everything is destroyed; `python -m commands.restore` (what `make restore` runs) brings it
 back; every file checksum and every row must be identical, and the apps answer again.
 Then the faults: an unreachable backup target and a full one fail loudly and leave the
 last good backup in place; the next run succeeds. Then ulap's backups from web-1 are
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assotic.lab import LAB_HOSTS, container_name
+from lab.harness import LAB_HOSTS, container_name
 from assotic.runlog import changed_operation_names, changed_operations_per_host
 from tests.lab.shell import sh
 
@@ -55,7 +55,7 @@ def run(*command: str, check: bool = True, env: dict | None = None) -> subproces
 
 
 def restore(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run(str(VENV_BIN / "python"), "-m", "assotic.restore", "--inventory", INVENTORY,
+    return run(str(VENV_BIN / "python"), "-m", "commands.restore", "--inventory", INVENTORY,
                "--tenant", TENANT, *args, check=check, env=env)
 
 
@@ -85,12 +85,12 @@ def start_backups(host: str, check: bool = True, jobs=JOBS) -> subprocess.Comple
 def status_files(host: str) -> dict:
     out = sh(host, f"for f in {' '.join(f'{STATUS}/{j}.json' for j in JOBS)}; do jq -c . $f 2>/dev/null "
                    "|| echo null; done").stdout
-    return dict(zip(JOBS, (json.loads(line) for line in out.splitlines())))
+    return dict(zip(JOBS, (json.loads(line) for line in out.splitlines()), strict=True))
 
 
 @pytest.fixture(scope="module")
 def lab():
-    run(str(VENV_BIN / "python"), "-m", "assotic.lab", "up")
+    run(str(VENV_BIN / "python"), "-m", "lab", "up")
     run(str(VENV_BIN / "pyinfra"), "-y", INVENTORY, "deploy.py")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from assotic.lab import LAB_HOSTS, container_name
+from lab.harness import LAB_HOSTS, container_name
 from assotic.runlog import (
     ANSI_ESCAPE,
     changed_operation_names,
@@ -113,7 +113,7 @@ def deploy_killed_after_changes(changes_before_kill: int) -> str:
 
 @pytest.fixture(scope="module")
 def lab():
-    run(str(VENV_BIN / "python"), "-m", "assotic.lab", "up")
+    run(str(VENV_BIN / "python"), "-m", "lab", "up")
     deploy()
 
 

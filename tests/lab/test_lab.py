@@ -1,8 +1,8 @@
 """The lab, end to end, like Molecule: create -> converge -> verify -> idempotence -> restart.
 
-Runs the same commands a volunteer runs (README): `python -m assotic.lab up`,
+Runs the same commands a volunteer runs (README): `python -m lab up`,
 `pyinfra -y inventory/lab.py deploy.py`, and the testinfra checks of tests/verify.
-Needs root and Docker; `assotic.lab up` installs and starts Docker when it can.
+Needs root and Docker; `python -m lab up` installs and starts Docker when it can.
 The tests run in file order and share the lab.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from assotic.lab import LAB_HOSTS, container_name, restart_host
+from lab.harness import LAB_HOSTS, container_name, restart_host
 from assotic.runlog import changed_operation_names, changed_operations_per_host
 from tests.lab.diagnostics import lab_diagnostics
 
@@ -59,7 +59,7 @@ def verify() -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def lab_up():
-    run(str(VENV_BIN / "python"), "-m", "assotic.lab", "up")
+    run(str(VENV_BIN / "python"), "-m", "lab", "up")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def second_deploy(first_deploy) -> str:
 
 
 def test_make_check_accepts_the_lab_and_the_examples(lab_up):
-    result = run(str(VENV_BIN / "python"), "-m", "assotic", "check", "--inventory", INVENTORY)
+    result = run(str(VENV_BIN / "python"), "-m", "commands", "check", "--inventory", INVENTORY)
     assert "3 association(s) are valid" in result.stdout
 
 
@@ -96,7 +96,7 @@ def test_second_deploy_changes_nothing(second_deploy):
 
 def secrets_printed(output: str) -> list[str]:
     """Names of the lab store's secrets whose value appears in `output`."""
-    from assotic.lab import SECRETS_KEY, SECRETS_STORE
+    from lab.harness import SECRETS_KEY, SECRETS_STORE
     from assotic.secrets_store import SecretStore
 
     store = SecretStore.open(SECRETS_STORE, SECRETS_KEY)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from assotic.lab import LAB_HOSTS
+from lab.harness import LAB_HOSTS
 from assotic.needs import as_instance_user
 from assotic.preflight import load_inventory_like_pyinfra
 from assotic.runlog import changed_operation_names, changed_operations_per_host
@@ -57,7 +57,7 @@ def lab_data():
 
 @pytest.fixture(scope="module")
 def deployed(lab_data):
-    run(str(VENV_BIN / "python"), "-m", "assotic.lab", "up")
+    run(str(VENV_BIN / "python"), "-m", "lab", "up")
     deploy()
     return lab_data
 
@@ -131,7 +131,7 @@ SQL""")
     assert len(before.splitlines()) == ROWS + 1
     sh(host, f"systemctl start assotic-backup-{TENANT}-paheko.service")
     sh(host, f"rm -f {db} {db}-wal {db}-shm")
-    result = run(str(VENV_BIN / "python"), "-m", "assotic.restore", "--inventory", INVENTORY,
+    result = run(str(VENV_BIN / "python"), "-m", "commands.restore", "--inventory", INVENTORY,
                  "--tenant", TENANT, "--app", "paheko", "--force")
     assert "restored snapshot" in result.stdout
     assert sh(host, select).stdout == before

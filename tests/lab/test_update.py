@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 from assotic.runlog import changed_operation_names
 
-from test_backup import INVENTORY, REPO, VENV_BIN, WEB, app_answers, run, sh
+from test_backup import INVENTORY, VENV_BIN, WEB, app_answers, run, sh
 
 MARKERS = "/var/lib/assotic/releases"
 PINNED = "1.3.18"  # releases["paheko"] in group_data/all.py
@@ -35,14 +33,14 @@ def marker_versions(host: str) -> dict[str, str]:
 
 
 def update(*args: str, env: dict, check: bool = True):
-    return run(str(VENV_BIN / "python"), "-m", "assotic.update", "--inventory", INVENTORY, *args,
+    return run(str(VENV_BIN / "python"), "-m", "commands.update", "--inventory", INVENTORY, *args,
                env=env, check=check)
 
 
 @pytest.fixture(scope="module")
 def bumped(tmp_path_factory):
     """The lab, deployed (markers present), and an environment where Paheko's pin is BUMPED."""
-    run(str(VENV_BIN / "python"), "-m", "assotic.lab", "up")
+    run(str(VENV_BIN / "python"), "-m", "lab", "up")
     if "ulap/paheko" not in marker_versions(WEB):
         run(str(VENV_BIN / "pyinfra"), "-y", INVENTORY, "deploy.py")
     assert marker_versions(WEB)["ulap/paheko"] == PINNED

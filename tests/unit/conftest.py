@@ -15,7 +15,7 @@ from assotic.tenants import load_tenants
 REPO = Path(__file__).resolve().parents[2]
 
 # Unit tests describe the default lab: a developer's exported lab slot must not change them
-# (assotic.lab reads it when first imported; test_lab_unit checks slots in a subprocess).
+# (lab.harness reads it when first imported; test_lab_unit checks slots in a subprocess).
 os.environ.pop("ASSOTIC_LAB_SLOT", None)
 # Nor must a run's release override or artifacts folder (a real Paheko given to the lab):
 # the unit tests plan the committed pins.

@@ -13,7 +13,7 @@ import pytest
 from assotic.artifacts import Artifact
 from assotic.tenants import load_tenants
 from roles import nextcloud, paheko, standin
-from roles.standin.render import php_literal
+from assotic.templating import php_literal
 
 REPO = Path(__file__).resolve().parents[2]
 TENANTS = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]

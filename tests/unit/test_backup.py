@@ -10,11 +10,11 @@ import pytest
 
 from assotic.artifacts import Artifact
 from assotic.preflight import generated_secret_names
-from assotic.restore import (pick_spec, plan_script, repository_setup, restore_script, snapshot_age_s,
+from commands.restore import (pick_spec, plan_script, repository_setup, restore_script, snapshot_age_s,
                              source_and_target)
 from assotic.tenants import load_tenants
 from roles import backup, backup_target, mattermost, nextcloud, paheko
-from roles.mattermost.model import MattermostInstance
+from assotic.mattermost import MattermostInstance
 from roles.backup.sshkey import private_key_text, public_key_line
 
 REPO = Path(__file__).resolve().parents[2]

@@ -407,7 +407,7 @@ def test_first_deploy_plan_on_fake_ubuntu():
     ]
     positions = [names.index(n) for n in expected_order]
     assert positions == sorted(positions)
-    by_name = {n: op for n, op in zip(names, ops)}
+    by_name = {n: op for n, op in zip(names, ops, strict=True)}
     gateway = by_name["Render /opt/freeswitch/conf/sip_profiles/external/sip.example-provider.fr.xml"]
     assert "chmod 640 /opt/freeswitch/conf/sip_profiles/external/sip.example-provider.fr.xml" in gateway.commands
     assert "chown root:daemon /opt/freeswitch/conf/sip_profiles/external/sip.example-provider.fr.xml" in gateway.commands
@@ -420,7 +420,7 @@ def test_first_deploy_plan_on_fake_ubuntu():
 
 def test_first_deploy_checks_each_pinned_key_before_trusting_it():
     ops, names = plan_names(bbb_host())
-    by_name = {n: op for n, op in zip(names, ops)}
+    by_name = {n: op for n, op in zip(names, ops, strict=True)}
     fetch = by_name["Fetch and check the signing key of docker into /etc/apt/keyrings/docker.gpg"]
     assert "--show-keys --with-colons" in fetch.commands[0]
     assert "9DC858229FC7DD38854AE2D88D81803C0EBFCD88$" in fetch.commands[0]
@@ -449,7 +449,7 @@ def test_second_deploy_adds_and_refreshes_no_repository(version):
         facts["LinuxDistribution"] = {"name": "Ubuntu", "major": 24, "release_meta": {"VERSION_ID": "24.04"}}
     ops, names = plan_names(bbb_host(facts, bbb_version=version))
     assert not [n for n in names if "signing key" in n or n.startswith("Render /etc/apt/")]
-    by_name = {n: op for n, op in zip(names, ops)}
+    by_name = {n: op for n, op in zip(names, ops, strict=True)}
     update = by_name["Update apt lists (a repository or its key changed)"]
     condition = update.global_arguments["_if"]
     assert callable(condition) and condition() is False  # apt update is skipped
@@ -557,7 +557,7 @@ def test_fs_cli_command_uses_bbb_s_binary_and_event_socket_file():
 
 
 def test_bbb_check_asks_the_gateway_through_bbb_s_fs_cli():
-    from roles.bbb.check import host_commands
+    from commands.bbb_check import host_commands
 
     wanted = shlex.quote(model.gateway_status_command(settings().sip))
     as_root = dict(host_commands(bbb_host(ssh_user="root").host))
@@ -701,9 +701,9 @@ def test_a_component_left_on_the_old_secret_is_put_on_the_new_one():
 def test_a_first_install_plans_the_whole_path_without_secrets():
     ops, names = plan_names(bbb_host())
     assert "Set BigBlueButton's host name meet.example.org (bbb-conf --setip)" in changing(ops)
-    sites = [op for op, n in zip(ops, names) if n == "Render /etc/nginx/sites-available/bigbluebutton"]
+    sites = [op for op, n in zip(ops, names, strict=True) if n == "Render /etc/nginx/sites-available/bigbluebutton"]
     assert len(sites) == 2  # port 80 for certbot, then the whole site
-    setip = next(op for op, n in zip(ops, names) if "--setip" in n)
+    setip = next(op for op, n in zip(ops, names, strict=True) if "--setip" in n)
     assert setip.commands == ["bbb-conf --setip meet.example.org"]
     no_secret_in(ops)
 

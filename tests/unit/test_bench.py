@@ -1,6 +1,6 @@
 """The benchmark's generated associations are valid tenants, and its summary does the right sums."""
 
-from assotic.bench import backup_line, bench_tenant, summarize, table, tenant_backup_units, write_tenants
+from lab.bench import backup_line, bench_tenant, summarize, table, tenant_backup_units, write_tenants
 from assotic.tenants import load_tenants
 
 

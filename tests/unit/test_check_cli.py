@@ -36,9 +36,9 @@ def run(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_check_accepts_the_examples_and_writes_nothing(tmp_path, env):
-    assert run(str(VENV_BIN / "python"), "-m", "assotic", "secrets", "init", env=env).returncode == 0
+    assert run(str(VENV_BIN / "python"), "-m", "commands", "secrets", "init", env=env).returncode == 0
     store_before = Path(env["ASSOTIC_SECRETS_FILE"]).read_bytes()
-    result = run(str(VENV_BIN / "python"), "-m", "assotic", "check",
+    result = run(str(VENV_BIN / "python"), "-m", "commands", "check",
                  "--inventory", str(inventory(tmp_path)), env=env)
     assert result.returncode == 0, result.stderr
     assert "3 association(s) are valid" in result.stdout
@@ -51,7 +51,7 @@ def test_check_reports_every_problem_of_every_file_and_exits_non_zero(tmp_path, 
     tenants.mkdir()
     (tenants / "amap.yml").write_text("slug: Amap\nname: AMAP\n")
     (tenants / "velo.yml").write_text("- a list\n")
-    result = run(str(VENV_BIN / "python"), "-m", "assotic", "check", "--inventory",
+    result = run(str(VENV_BIN / "python"), "-m", "commands", "check", "--inventory",
                  str(inventory(tmp_path)), "--tenants", str(tenants), env=env)
     assert result.returncode == 2
     report = result.stderr

@@ -1,11 +1,11 @@
-"""assotic/drill.py's pure parts: which apps a drill stands up, its checks and its verdict."""
+"""commands/drill.py's pure parts: which apps a drill stands up, its checks and its verdict."""
 
 from __future__ import annotations
 
 import subprocess
 from datetime import datetime, timezone
 
-from assotic import drill
+from commands import drill
 
 
 def tenant(**apps):
@@ -80,7 +80,7 @@ def test_check_script_compares_the_database_with_the_snapshot(tmp_path):
 
 
 def test_restore_reports_what_the_snapshot_held():
-    from assotic.restore import expectations
+    from commands.restore import expectations
 
     out = "restored files\nexpect:pg_tables=12\nexpect:sqlite_tables=\nexpect:x=3 tables\nrestored\n"
     assert expectations(out) == {"pg_tables": 12}

@@ -1,4 +1,4 @@
-"""Unit tests of assotic/lab.py's pure functions: no Docker engine, no container."""
+"""Unit tests of lab/harness.py's pure functions: no Docker engine, no container."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from pyinfra.connectors.ssh import connector_data_meta
 from pyinfra.connectors.sshuserclient.client import StrictPolicy, get_missing_host_key_policy
 
-from assotic import lab
-from assotic.lab import LAB_HOSTS, LabHost
+from lab import harness as lab
+from lab.harness import LAB_HOSTS, LabHost
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEB_1 = LabHost("web-1", "bookworm", 2201, "web")
@@ -159,7 +159,7 @@ def test_a_lab_slot_shifts_names_ports_and_state_folder():
     import subprocess
     import sys
 
-    probe = ("from assotic import lab; h = lab.LAB_HOSTS[0]; "
+    probe = ("from lab import harness as lab; h = lab.LAB_HOSTS[0]; "
              "print(lab.container_name(h), h.ssh_port, lab.LAB_DIR.name)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
                          env={**os.environ, "ASSOTIC_LAB_SLOT": "4"}, check=True).stdout.split()

@@ -16,7 +16,7 @@ from assotic.preflight import InventoryView, check_everything, generated_secret_
 from assotic.report import InputError
 from assotic.tenants import Tenant, load_tenants
 from roles import host_plan, mattermost
-from roles.mattermost import model
+from assotic import mattermost as model
 from roles.nginx import render as nginx_render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -423,7 +423,7 @@ def test_platform_lists_instances_per_host():
 
 
 def test_check_cli_prints_warnings_apart(monkeypatch, capsys, tmp_path):
-    from assotic import check_cli
+    from commands import check as check_cli
 
     instances, _ = built()
     platform = SimpleNamespace(tenants=[], mattermost=instances, new_secrets=[],

@@ -5,7 +5,6 @@ instance on the same host. Exact commands and files; no secret in any command.""
 from __future__ import annotations
 
 from datetime import datetime
-from types import SimpleNamespace
 
 import pytest
 
@@ -13,9 +12,6 @@ from assotic import artifacts
 from assotic.artifacts import Artifact
 from assotic.preflight import Platform
 from roles import mattermost
-from roles.mattermost import model
-from roles.mattermost.facts import MattermostTeamAdmins, MmctlJson
-from roles.remote_files import FolderFiles
 
 from fake_facts import FakeHost
 from test_mattermost import LOADED, built

@@ -271,7 +271,7 @@ def test_unknown_and_invalid_names(paths):
 
 def cli(*args: str, input: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "assotic", "secrets", *args],
+        [sys.executable, "-m", "commands", "secrets", *args],
         input=input, capture_output=True, text=True, cwd=REPO_ROOT, env=os.environ.copy(), timeout=60,
     )
 

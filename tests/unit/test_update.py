@@ -1,4 +1,4 @@
-"""assotic/update.py and assotic/backup_status.py without any host: majors, order, pins, ages."""
+"""commands/update.py and commands/backup_status.py without any host: majors, order, pins, ages."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from assotic import artifacts
 from assotic.artifacts import Artifact, ReleaseSet, Resolved, choose_release
-from assotic.backup_status import age_hours, expected_jobs, stale_jobs
+from commands.backup_status import age_hours, expected_jobs, stale_jobs
 from assotic.tenants import load_tenants
-from assotic.update import (
+from commands.update import (
     Update,
     UpdateRefused,
     held_pins,
@@ -160,7 +160,7 @@ def test_release_marker_records_the_pin_also_for_a_standin():
     assert release_marker(AppPlan("paheko", tenant, None, None)) is None
 
 
-# -- Backup freshness (assotic/backup_status.py) --------------------------------------------------
+# -- Backup freshness (commands/backup_status.py) --------------------------------------------------
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
 
@@ -193,13 +193,13 @@ def test_mattermost_instances_are_planned_one_by_one_and_follow_the_tenant_filte
     from types import SimpleNamespace
 
     import assotic.artifacts
-    import assotic.restore
-    import assotic.update as update_module
+    import commands.restore
+    import commands.update as update_module
 
     pins = {"paheko": "1.3.12", "mattermost": "11.2.0", "nextcloud": "34.0.4"}
     monkeypatch.setattr(assotic.artifacts, "pinned_artifact",
                         lambda releases, app, debian: SimpleNamespace(version=pins[app], url="u", sha256="0"))
-    monkeypatch.setattr(assotic.restore, "debian_major", lambda h: "12")
+    monkeypatch.setattr(commands.restore, "debian_major", lambda h: "12")
     markers = {"chat/mattermost": {"instance": "chat", "version": "11.1.1", "pin": pin("11.1.1")},
                "ulap/mattermost": {"instance": "ulap", "version": "11.2.0", "pin": pin("11.2.0")}}
     monkeypatch.setattr(update_module, "read_markers", lambda h: markers)

@@ -13,7 +13,7 @@ import pytest
 
 from roles import mattermost
 from roles.mattermost.facts import MattermostTeamAdmins
-from roles.mattermost.model import team_name
+from assotic.mattermost import team_name
 
 pytestmark = pytest.mark.hosts_in("web")
 

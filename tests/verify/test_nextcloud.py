@@ -51,7 +51,7 @@ def test_occ_status_is_healthy(host, data, pyinfra_host):
 
 
 def test_background_jobs_run_from_the_timer(host, data, pyinfra_host):
-    for t, inst in real_instances(host, data, pyinfra_host):
+    for _tenant, inst in real_instances(host, data, pyinfra_host):
         mode = host.check_output(occ(inst, code_dir(host), "config:app:get core backgroundjobs_mode"))
         assert mode == "cron"
         assert host.service(f"{nextcloud.cron_unit(inst)}.timer").is_enabled

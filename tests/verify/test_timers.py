@@ -18,7 +18,7 @@ def needs(needs):
 
 def test_unit_files_are_as_rendered(host, needs):
     for timer in needs.timers:
-        for path, text in zip(timers.unit_paths(timer.unit), timers.timer_units(timer)):
+        for path, text in zip(timers.unit_paths(timer.unit), timers.timer_units(timer), strict=True):
             f = host.file(path)
             assert (f.user, f.group, f.mode) == ("root", "root", 0o644), path
             assert f.content_string == text, path

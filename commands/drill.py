@@ -1,7 +1,7 @@
 """The scheduled restore drill (`make drill`): prove, on a throw-away machine, that the
 latest backups of each association restore and work.
 
-    python -m assotic.drill --inventory inventory/<name>.py [--tenant <slug>] [--keep]
+    python -m commands.drill --inventory inventory/<name>.py [--tenant <slug>] [--keep]
         [--max-age-hours 26]
 
 For the chosen associations (all by default) it:
@@ -10,7 +10,7 @@ For the chosen associations (all by default) it:
      hold (Nextcloud, Paheko, a Mattermost instance of its own), with the production
      secrets (from a temporary copy of the store, so the drill never writes the real one)
      and without backups of its own;
-  2. restores the latest snapshot of each app onto it with assotic.restore (restic checks
+  2. restores the latest snapshot of each app onto it with commands.restore (restic checks
      every restored file against the snapshot: `restore --verify`), reaching the production
      backup target with the source host's read access;
   3. checks that each app answers over HTTPS and that its database is whole;
@@ -94,7 +94,7 @@ def drill_tenant(tenant: dict, host: str = DRILL_HOST) -> tuple[dict | None, lis
 
 
 def slot_ssh_data(slot: int, host_port_offset: int, repo_root: Path = REPO_ROOT) -> SimpleNamespace:
-    """pyinfra-style SSH data of a lab host of another slot (assotic.lab reads its slot once,
+    """pyinfra-style SSH data of a lab host of another slot (lab.harness reads its slot once,
     at import, from ASSOTIC_LAB_SLOT: the drill talks to slot 8 from a process of slot 0)."""
     lab_dir = repo_root / (".lab" if slot == 0 else f".lab{slot}")
     return SimpleNamespace(ssh_hostname="127.0.0.1", ssh_port=2200 + 10 * slot + host_port_offset,
@@ -104,7 +104,7 @@ def slot_ssh_data(slot: int, host_port_offset: int, repo_root: Path = REPO_ROOT)
 
 
 def age_hours(snapshot_time: str, now: datetime | None = None) -> float:
-    from assotic.restore import snapshot_age_s
+    from commands.restore import snapshot_age_s
 
     seconds = snapshot_age_s(snapshot_time) if now is None else \
         (now - datetime.fromisoformat(snapshot_time.replace("Z", "+00:00"))).total_seconds()
@@ -114,7 +114,7 @@ def age_hours(snapshot_time: str, now: datetime | None = None) -> float:
 def check_script(app: str, slug: str, domain: str, expected: dict[str, int]) -> str:
     """Bash run on the drill host after a restore: one `name=ok|fail (why)` line per check.
 
-    `expected` is what the restore found in the snapshot (assotic.restore.expectations):
+    `expected` is what the restore found in the snapshot (commands.restore.expectations):
     the live database must hold as many tables, and SQLite must pass its integrity check."""
     from assotic.needs import AppInstance
 
@@ -205,7 +205,7 @@ def tenants_dir_of_source() -> Path:
 
 
 def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: float) -> int:
-    from assotic.restore import RestoreError, restore, run_remote
+    from commands.restore import RestoreError, restore, run_remote
     from assotic.secrets_store import default_key_path, default_store_path
 
     source = load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
@@ -240,7 +240,7 @@ def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: floa
 
         say(f"starting the throw-away lab (slot {DRILL_SLOT}) and deploying "
             f"{', '.join(sorted(drilled))} onto its {DRILL_HOST}")
-        run([python, "-m", "assotic.lab", "up"], env, "lab up")
+        run([python, "-m", "lab", "up"], env, "lab up")
         run([pyinfra, "-y", "--limit", DRILL_HOST, "inventory/lab.py", "deploy.py"], env, "drill deploy")
         target = SimpleNamespace(name=f"drill:{DRILL_HOST}", data=slot_ssh_data(DRILL_SLOT, 1))
 
@@ -268,7 +268,7 @@ def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: floa
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not keep:
-            subprocess.run([sys.executable, "-m", "assotic.lab", "down"], cwd=REPO_ROOT,
+            subprocess.run([sys.executable, "-m", "lab", "down"], cwd=REPO_ROOT,
                            env={**os.environ, "ASSOTIC_LAB_SLOT": str(DRILL_SLOT)},
                            capture_output=True, text=True)
 
@@ -290,7 +290,7 @@ def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assotic.drill", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m commands.drill", description=__doc__.split("\n\n")[0])
     parser.add_argument("--inventory", default="inventory/lab.py")
     parser.add_argument("--tenant", help="one association (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the throw-away lab afterwards")

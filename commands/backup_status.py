@@ -1,6 +1,6 @@
 """Is every association's last backup fresh? (`make backup-status`, run nightly by CI)
 
-    python -m assotic.backup_status --inventory inventory/<name>.py
+    python -m commands.backup_status --inventory inventory/<name>.py
 
 Reads the inventory exactly as pyinfra does, computes on the deploy machine which backup
 jobs each backed-up host must have (the same host_plan the deploy uses: one job per
@@ -66,8 +66,8 @@ def stale_jobs(host: str, jobs: list[str], statuses: dict[str, dict], max_age_h:
 
 
 def read_statuses(pyinfra_host) -> dict[str, dict]:
-    from assotic.restore import run_remote
-    from assotic.update import parse_json_stream
+    from commands.restore import run_remote
+    from commands.update import parse_json_stream
 
     result = run_remote(pyinfra_host, f"for f in {STATUS_DIR}/*.json; do [ -e \"$f\" ] && cat \"$f\"; done; true\n")
     if result.returncode != 0:
@@ -76,7 +76,7 @@ def read_statuses(pyinfra_host) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="assotic.backup_status", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="commands.backup_status", description=__doc__.split("\n\n")[0])
     parser.add_argument("--inventory", required=True)
     args = parser.parse_args(argv)
     inventory = load_inventory_like_pyinfra(Path(args.inventory).resolve(), REPO_ROOT)

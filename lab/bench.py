@@ -13,7 +13,7 @@ untimed, since web-1's first deploy initialises its repository there):
   - unchanged night: the same again with nothing changed, the growth of web-1's restic
     repository on backup-1 over that night (`du -sb`), and the bytes of the repository files
     written during it (the net growth is after the job's prune: see bytes_written_since_mark);
-  - restore: `python -m assotic.restore --force` of the association onto the same host.
+  - restore: `python -m commands.restore --force` of the association onto the same host.
 Writes bench/results.json and prints a table. Figures are measured, never asserted by
 tests: the targets below are reported as met or not.
 
@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results.json"
 BENCH_SLOT = "9"
 BENCH_HOST = "web-1"
-BACKUP_HOST = "backup-1"  # the lab's backup target (assotic.lab LAB_HOSTS, group backup)
+BACKUP_HOST = "backup-1"  # the lab's backup target (lab.harness LAB_HOSTS, group backup)
 BENCH_APPS = ("nextcloud", "paheko")
 TENANT_COUNTS = (1, 10)
 # PHP-FPM ondemand pools stop their workers after their idle timeout (10 s): wait longer.
@@ -144,7 +144,7 @@ def bytes_written_since_mark(slot: str = BENCH_SLOT) -> int:
 def timed_restore(slug: str, env: dict[str, str]) -> float:
     """Seconds for `make restore TENANT=<slug> FORCE=1`: the latest snapshots onto the same host."""
     start = time.monotonic()
-    run([sys.executable, "-m", "assotic.restore", "--inventory", "inventory/lab.py", "--tenant", slug,
+    run([sys.executable, "-m", "commands.restore", "--inventory", "inventory/lab.py", "--tenant", slug,
          "--force"], env)
     return time.monotonic() - start
 
@@ -199,8 +199,8 @@ def measure(count: int, with_backups: bool = False) -> dict:
         write_tenants(tenants_dir, count)
         env = lab_env(tenants_dir)
         print(f"bench: {count} association(s): fresh lab host", flush=True)
-        run([sys.executable, "-m", "assotic.lab", "down"], env)
-        run([sys.executable, "-m", "assotic.lab", "up"], env)
+        run([sys.executable, "-m", "lab", "down"], env)
+        run([sys.executable, "-m", "lab", "up"], env)
         print(f"bench: {count} association(s): deploy the backup target (untimed)", flush=True)
         prepare_backup_target(env)
         print(f"bench: {count} association(s): converge", flush=True)
@@ -280,7 +280,7 @@ def main() -> int:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(table(runs, summary))
     print(f"bench: figures written to {RESULTS.relative_to(REPO)}")
-    subprocess.run([sys.executable, "-m", "assotic.lab", "down"],
+    subprocess.run([sys.executable, "-m", "lab", "down"],
                    env={**os.environ, "ASSOTIC_LAB_SLOT": BENCH_SLOT}, cwd=REPO, check=False)
     return 0
 

@@ -1,6 +1,6 @@
 """Restore one association from its restic snapshots (`make restore`).
 
-    python -m assotic.restore --inventory inventory/<name>.py --tenant <slug>
+    python -m commands.restore --inventory inventory/<name>.py --tenant <slug>
         [--app nextcloud|paheko] [--snapshot latest|<id>] [--from <host>] [--to <host>]
         [--force] [--dry-run]
 
@@ -372,7 +372,7 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assotic.restore", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m commands.restore", description=__doc__.split("\n\n")[0])
     parser.add_argument("--inventory", default="inventory/lab.py")
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--app")

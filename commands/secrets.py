@@ -1,4 +1,4 @@
-"""`python -m assotic secrets ...`, behind the Makefile's secrets targets.
+"""`python -m commands secrets ...`, behind the Makefile's secrets targets.
 
   init          create the key (outside git) and an empty store, if they are missing
   list          the secret names and their origin (never the values)

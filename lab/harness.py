@@ -1,9 +1,9 @@
 """The local lab: Debian containers with systemd as PID 1, reached over real SSH.
 
-    python -m assotic.lab up             build missing images, start every lab host
-    python -m assotic.lab down           remove the lab containers (images and keys are kept)
-    python -m assotic.lab status         one line per lab host
-    python -m assotic.lab restart NAME   restart one host and wait until it is ready again
+    python -m lab up             build missing images, start every lab host
+    python -m lab down           remove the lab containers (images and keys are kept)
+    python -m lab status         one line per lab host
+    python -m lab restart NAME   restart one host and wait until it is ready again
 
 The hosts are declared once, in LAB_HOSTS; inventory/lab.py reads them. pyinfra
 then deploys to the containers exactly as to a real server: over SSH, with a
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# Paths derived from the repository root (parent of the assotic/ package), so
+# Paths derived from the repository root (parent of the lab/ package), so
 # that pyinfra and the tests work from any working directory.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Several labs can run side by side on one machine (one per checkout, e.g. for developers
@@ -462,7 +462,7 @@ def wait_until_ready(name: str, client=None, timeout: float = READY_TIMEOUT) -> 
     client = client or docker_client(start=False)
     container = get_container(client, h)
     if container is None:
-        raise LabError(f"{h.name}: no container {container_name(h)} (run: python -m assotic.lab up)")
+        raise LabError(f"{h.name}: no container {container_name(h)} (run: python -m lab up)")
     deadline = time.monotonic() + timeout
     state = "unknown"
     while time.monotonic() < deadline:
@@ -488,7 +488,7 @@ def restart_host(name: str) -> None:
     client = docker_client(start=False)
     container = get_container(client, h)
     if container is None:
-        raise LabError(f"{h.name}: no container {container_name(h)} (run: python -m assotic.lab up)")
+        raise LabError(f"{h.name}: no container {container_name(h)} (run: python -m lab up)")
     say(f"restarting {h.name}")
     container.restart(timeout=30)
     wait_until_ready(name, client)
@@ -543,7 +543,7 @@ def status() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m assotic.lab", description="The local lab (see docs/lab.md)."
+        prog="python -m lab", description="The local lab (see docs/lab.md)."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="build missing images, start and prepare every lab host")

@@ -1,4 +1,4 @@
-"""Command line behind the Makefile: `python -m assotic <command> ...`.
+"""Command line behind the Makefile: `python -m commands <command> ...`.
 
   check    validate an inventory and a tenants directory (no host is touched)
   schema   print the tenant JSON Schema
@@ -16,11 +16,11 @@ def main(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "check":
-        from assotic.check_cli import run
+        from commands.check import run
     elif command == "schema":
         from assotic.tenants import print_json_schema as run
     elif command == "secrets":
-        from assotic.secrets_cli import run
+        from commands.secrets import run
     else:
         print(f"assotic: unknown command {command!r}\n{__doc__}", file=sys.stderr)
         return 2

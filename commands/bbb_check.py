@@ -6,7 +6,7 @@ registered; the ESL password read on the host, never on a command line: model.fs
 host of group turn: `systemctl is-active coturn`. Read-only: it changes nothing. The
 inventory is loaded as pyinfra loads it (preflight runs; nothing is written).
 
-    python -m roles.bbb.check inventory/<name>.py
+    python -m commands.bbb_check inventory/<name>.py
 """
 
 from __future__ import annotations

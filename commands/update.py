@@ -1,6 +1,6 @@
 """Apply new release pins to the app instances that still run an older one (`make update`).
 
-    python -m assotic.update --inventory inventory/<name>.py [--tenant <slug>] [--dry-run]
+    python -m commands.update --inventory inventory/<name>.py [--tenant <slug>] [--dry-run]
 
 Reads the inventory exactly as pyinfra does (assotic.preflight.load_inventory_like_pyinfra),
 reads each web host's release markers (/var/lib/assotic/releases/, written by deploy.py after
@@ -21,7 +21,7 @@ deployed version differs is updated, one at a time, the canary association first
 4. a health check: the vhost answers below 500 on the host itself, Nextcloud's `occ status`
    says installed, not in maintenance, no database upgrade pending; the marker shows the new
    version;
-5. on failure (of 3 or 4): rollback. `assotic.restore` puts the pre-update snapshot back
+5. on failure (of 3 or 4): rollback. `commands.restore` puts the pre-update snapshot back
    (--snapshot <id> --force), then the deploy puts the previous pin's code back (the pin
    recorded in the marker), and the health check runs again.
 
@@ -206,7 +206,7 @@ def plan_text(updates: list[Update], canary: str | None, notes: list[str]) -> st
 
 
 def remote(pyinfra_host, script: str) -> subprocess.CompletedProcess:
-    from assotic.restore import run_remote
+    from commands.restore import run_remote
 
     return run_remote(pyinfra_host, "set -euo pipefail\n" + script)
 
@@ -359,7 +359,7 @@ def rollback(inventory, inventory_path: Path, update: Update, snapshot: str, log
     """Pre-update snapshot, then the previous pin's code; True when healthy again."""
     h = inventory.get_host(update.host)
     say(f"  ROLLBACK of {update.key}: restore snapshot {snapshot[:8]}, then {update.deployed['version']}'s code")
-    restore = subprocess.run([sys.executable, "-m", "assotic.restore", "--inventory", str(inventory_path),
+    restore = subprocess.run([sys.executable, "-m", "commands.restore", "--inventory", str(inventory_path),
                               "--tenant", update.slug, "--app", update.app, "--snapshot", snapshot,
                               "--force"], cwd=REPO_ROOT, capture_output=True, text=True)
     with log.open("a") as out:
@@ -396,7 +396,7 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
     need not be downloaded yet to be planned (the deploy downloads and checks it).
     """
     from assotic.artifacts import pinned_artifact
-    from assotic.restore import debian_major
+    from commands.restore import debian_major
 
     updates, notes = [], []
     for h in inventory:
@@ -405,8 +405,10 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
         debian, markers = debian_major(h), read_markers(h)
         intermediate = list(h.data.get("nextcloud_upgrade_path") or [])
 
-        def plan(slug: str, app: str, domain: str, steps_from: list) -> None:
-            """Add the update of one instance when its marker differs from its pin."""
+        def plan(slug: str, app: str, domain: str, steps_from: list, h=h, debian=debian,
+                 markers=markers) -> None:
+            """Add the update of one instance when its marker differs from its pin (called in
+            this iteration: the defaults bind this host's values)."""
             pin = pin_of(pinned_artifact(h.data.releases, app, debian))
             key = instance_key(slug, app)
             deployed = markers.get(key)
@@ -438,7 +440,7 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="assotic.update", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="commands.update", description=__doc__.split("\n\n")[0])
     parser.add_argument("--inventory", required=True)
     parser.add_argument("--tenant", help="only this association's instances")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
