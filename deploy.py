@@ -3,14 +3,17 @@
 Tenant files, inventory, secrets and releases were already validated in
 group_data/all.py, before pyinfra connected to any host.
 
-Each app role (roles/nextcloud, roles/paheko) hands its needs to the shared roles
-that own nginx, certificates, PHP-FPM, PostgreSQL, Redis and timers, then deploys
-its own code and configuration. Order matters:
+One plan per host (roles/plan.py plan_host), computed once below, says what runs here:
+the app instances and their releases, what they need from the shared roles, the firewall
+openings, the backups and the secrets. The app roles (roles/nextcloud, roles/paheko,
+roles/mattermost, registered in roles/plan.py APP_ROLES) hand their needs to the shared
+roles that own nginx, certificates, PHP-FPM, PostgreSQL, Redis and timers, then deploy
+their own code and configuration. Order matters:
 1. base: packages, sysadmins, sshd, firewall, automatic security updates. First, so
    that a host is hardened before any application listens; it renders the firewall
    from the openings every role declares.
-2. instance accounts: the Unix user and folders of every app instance, which every
-   later step runs as or writes into.
+2. accounts: the Unix user and folders of every app instance, which every later step
+   runs as or writes into.
 3. backends: PostgreSQL, each instance's Redis, PHP-FPM pools.
 4. web front, on hosts that serve vhosts:
    a. nginx_front: nginx answers ACME challenges for every name on port 80;
@@ -39,11 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyinfra import host, inventory  # noqa: E402
 from pyinfra.facts.server import LinuxDistribution  # noqa: E402
 
-from roles import app_roles, base, firewall_openings, host_plan, instances_of  # noqa: E402
-from roles import release_marker  # noqa: E402
+from roles import backup, backup_target, base, nginx, php, postgresql, redis, timers, tls  # noqa: E402
+from roles.plan import plan_host  # noqa: E402
 from roles.remote_files import put_text  # noqa: E402
-from roles import backup, backup_target, nginx, php, postgresql, redis, timers, tls  # noqa: E402
-from assotic.preflight import BACKED_UP_GROUPS  # noqa: E402
 
 if "bbb" in host.groups:
     from roles import bbb
@@ -52,49 +53,46 @@ if "bbb" in host.groups:
     # prepares, so nothing runs anywhere when a BBB host cannot take BigBlueButton.
     bbb.check_requirements()
 
-debian = str(host.get_fact(LinuxDistribution)["major"])
-needs, app_plans = host_plan(host.name, host.data, debian)
+plan = plan_host(host.name, host.data, host.groups, str(host.get_fact(LinuxDistribution)["major"]))
 
-base.base(firewall_openings=firewall_openings(host.data, needs, host.groups))
+base.base(firewall_openings=list(plan.firewall_openings))
 
 if "backup" in host.groups:
-    backup_target.backup_target()
+    backup_target.backup_target(plan.secrets)
 
-php.instance_accounts(instances_of(needs))
-postgresql.postgresql(needs.databases)
-redis.redis(needs.redis)
-php.php(needs.pools)
+php.instance_accounts(plan.instances)
+postgresql.postgresql(plan.needs.databases, plan.secrets)
+redis.redis(plan.needs.redis, plan.secrets)
+php.php(plan.needs.pools)
 
-if needs.vhosts:
+if plan.needs.vhosts:
     nginx.nginx_front()
-    tls.certificates(needs.domains)
-    nginx.nginx(needs.vhosts)
+    tls.certificates(plan.needs.domains)
+    nginx.nginx(plan.needs.vhosts)
 
-for plan in app_plans:
-    deploy_app = getattr(app_roles()[plan.app], plan.app)  # roles.nextcloud.nextcloud, ...
-    # A tenant for Nextcloud and Paheko; a Mattermost instance (with its teams) for Mattermost.
-    deploy_app(plan.subject, plan.release, plan.release_path, host.data.platform.secrets)
-    marker = release_marker(plan)
-    if marker is not None:
-        put_text(*marker)  # /var/lib/assotic/releases/, created with it
+for app in plan.apps:
+    # roles.nextcloud.deploy, roles.paheko.deploy, roles.mattermost.deploy (APP_ROLES)
+    app.role.deploy(app, plan.secrets)
+    if app.marker is not None:
+        put_text(*app.marker)  # /var/lib/assotic/releases/, created with it
 
-timers.timers(needs.timers)
+timers.timers(plan.needs.timers)
 
 if "turn" in host.groups:
     from roles import coturn
 
-    coturn.coturn(host.data.platform.secrets)
+    coturn.coturn(plan.secrets)
 
 if "bbb" in host.groups:
-    bbb.bigbluebutton(host.data.platform.secrets, bbb.turn_servers_of(inventory))
+    bbb.bigbluebutton(plan.secrets, bbb.turn_servers_of(inventory))
 
 # Each association with BigBlueButton gets it in its own Nextcloud (app "bbb"), when that
 # Nextcloud runs here as the real app (a stand-in has no occ).
-for plan in app_plans:
-    if plan.app == "nextcloud" and plan.release is not None and plan.tenant.apps.bigbluebutton:
+for app in plan.apps:
+    if app.app == "nextcloud" and app.release is not None and app.tenant.apps.bigbluebutton:
         from roles import bbb
 
-        bbb.nextcloud_integration(plan.tenant, plan.release, host.data.platform.secrets, inventory)
+        bbb.nextcloud_integration(app.tenant, app.release, plan.secrets, inventory)
 
-if set(host.groups) & set(BACKED_UP_GROUPS):
-    backup.backup(needs.backups, bbb.backup_paths(host.data) if "bbb" in host.groups else ())
+if plan.backed_up:
+    backup.backup([b.spec for b in plan.backups], plan.host_backup_paths)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from assotic.layout import tenant_secret
+
 SRV_ROOT = "/srv/assotic"
 
 # What an instance's processes may make of their files: nothing for other accounts. The units
@@ -72,7 +74,7 @@ class AppInstance:
 
     def secret(self, name: str) -> str:
         """Name of one of this instance's secrets in the store (see preflight.generated_secret_names)."""
-        return f"tenants/{self.slug}/{self.app}/{name}"
+        return tenant_secret(self.slug, self.app, name)
 
 
 @dataclass(frozen=True)

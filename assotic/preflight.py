@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from assotic import sip
+from assotic.layout import BACKED_UP_GROUPS, HOST_SECRETS, host_secret, tenant_secret
 from assotic.report import InputError, Problem, exit_with
 from assotic.tenants import APP_GROUPS, HOST_PATTERN, SLUG_PATTERN, Tenant, load_tenants
 
@@ -220,9 +221,8 @@ APP_SECRETS: dict[str, tuple[str, ...]] = {
 
 
 # Platform-level secrets generated once per backed-up host (roles/backup, docs/backup.md):
-# the password of its restic repository and the seed of its SSH key to the backup target.
-HOST_SECRETS: tuple[str, ...] = ("restic_password", "backup_ssh_key")
-BACKED_UP_GROUPS = ("web", "bbb")
+# the password of its restic repository and the seed of its SSH key to the backup target
+# (assotic/layout.py HOST_SECRETS), on hosts of BACKED_UP_GROUPS.
 
 
 def backed_up_hosts(view: InventoryView) -> list[str]:
@@ -239,7 +239,7 @@ INSTANCE_SECRETS: dict[str, tuple[str, ...]] = {
 
 def generated_secret_names(tenants: list[Tenant], mattermost_instances: list | None = None) -> list[str]:
     """Secrets assotic creates itself: one set per association and app, one per shared instance."""
-    names = [f"tenants/{tenant.slug}/{app}/{name}"
+    names = [tenant_secret(tenant.slug, app, name)
              for tenant in tenants for app in tenant.apps.enabled() for name in APP_SECRETS[app]]
     names += [f"mattermost/{inst.name}/{name}"
               for inst in mattermost_instances or [] for name in INSTANCE_SECRETS["mattermost"]]
@@ -255,7 +255,7 @@ def platform_secret_names(view: InventoryView) -> list[str]:
     """
     names = ["turn/static_auth_secret"] if view.groups.get("turn") else []
     names += [f"bbb/{name}/api_secret" for name in view.groups.get("bbb", [])]
-    return names + [f"hosts/{host}/{name}" for host in backed_up_hosts(view) for name in HOST_SECRETS]
+    return names + [host_secret(host, name) for host in backed_up_hosts(view) for name in HOST_SECRETS]
 
 
 def open_secrets(create_missing: list[str], write: bool):

@@ -3,8 +3,8 @@
     python -m commands.backup_status --inventory inventory/<name>.py
 
 Reads the inventory exactly as pyinfra does, computes on the deploy machine which backup
-jobs each backed-up host must have (the same host_plan the deploy uses: one job per
-association and app, plus the host's own), then reads their status files
+jobs each backed-up host must have (from the plan the deploy uses, roles/plan.py: one
+job per instance it backs up, plus the host's own), then reads their status files
 (/var/lib/assotic/backup/status/<job>.json, written by the job as its very last step) over
 SSH. Exits 1 naming every job whose last successful backup is missing or older than data
 `backup_max_age_hours` (26 by default: a nightly job, with room for a slow night).
@@ -16,31 +16,25 @@ import argparse
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from assotic.preflight import BACKED_UP_GROUPS, REPO_ROOT, load_inventory_like_pyinfra
-
-STATUS_DIR = "/var/lib/assotic/backup/status"
-DEFAULT_MAX_AGE_HOURS = 26
+from assotic.layout import BACKED_UP_GROUPS, BACKUP_MAX_AGE_HOURS, BACKUP_STATUS_DIR, HOST_BACKUP_JOB
+from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
 
 
-# The apps whose roles hand a backup spec per association; Mattermost has one job per
-# instance (an association's own, or a shared one), named after the instance.
-BACKED_UP_APPS = ("nextcloud", "paheko")
+def expected_jobs(plan) -> list[str]:
+    """The job names a host must have status files for: one per instance its plan backs up
+    (<slug>-<app>, <instance>-mattermost), then "host"."""
+    return [b.job for b in plan.backups] + [HOST_BACKUP_JOB]
 
 
-def expected_jobs(host_name: str, host_data: Any) -> list[str]:
-    """The job names a host must have status files for: <slug>-<app>, then "host".
+def host_plan(pyinfra_host):
+    """The deploy's plan of the host. "standin": job names do not depend on releases, and CI
+    runs this on a fresh machine where no release file has been downloaded."""
+    from commands.restore import debian_major
+    from roles.plan import plan_host
 
-    From the tenants alone, as roles.host_plan walks them, not from resolved releases: CI
-    runs this on a fresh machine where no release file has been downloaded.
-    """
-    from roles.backup import HOST_JOB
-
-    jobs = [f"{tenant.slug}-{app}" for tenant in host_data.platform.tenants_on(host_name)
-            for app in BACKED_UP_APPS if app in tenant.apps_on(host_name)]
-    jobs += [f"{instance.name}-mattermost" for instance in host_data.platform.mattermost_on(host_name)]
-    return jobs + [HOST_JOB]
+    return plan_host(pyinfra_host.name, pyinfra_host.data, pyinfra_host.groups,
+                     debian_major(pyinfra_host), missing_release="standin")
 
 
 def age_hours(finished_at: str, now: datetime) -> float:
@@ -56,7 +50,7 @@ def stale_jobs(host: str, jobs: list[str], statuses: dict[str, dict], max_age_h:
     for job in jobs:
         status = statuses.get(job)
         if status is None:
-            problems.append(f"{host}: {job}: no successful backup recorded ({STATUS_DIR}/{job}.json missing)")
+            problems.append(f"{host}: {job}: no successful backup recorded ({BACKUP_STATUS_DIR}/{job}.json missing)")
             continue
         age = age_hours(status["finished_at"], now)
         if age > max_age_h:
@@ -69,9 +63,9 @@ def read_statuses(pyinfra_host) -> dict[str, dict]:
     from commands.restore import run_remote
     from commands.update import parse_json_stream
 
-    result = run_remote(pyinfra_host, f"for f in {STATUS_DIR}/*.json; do [ -e \"$f\" ] && cat \"$f\"; done; true\n")
+    result = run_remote(pyinfra_host, f"for f in {BACKUP_STATUS_DIR}/*.json; do [ -e \"$f\" ] && cat \"$f\"; done; true\n")
     if result.returncode != 0:
-        raise RuntimeError(f"cannot read {STATUS_DIR} on {pyinfra_host.name}: {result.stderr.strip()}")
+        raise RuntimeError(f"cannot read {BACKUP_STATUS_DIR} on {pyinfra_host.name}: {result.stderr.strip()}")
     return {status["job"]: status for status in parse_json_stream(result.stdout)}
 
 
@@ -85,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     for h in inventory:
         if not set(h.groups) & set(BACKED_UP_GROUPS):
             continue
-        max_age = float(h.data.get("backup_max_age_hours") or DEFAULT_MAX_AGE_HOURS)
+        max_age = float(h.data.get("backup_max_age_hours") or BACKUP_MAX_AGE_HOURS)
         if not h.data.get("backup_target"):
             problems.append(f"{h.name}: no backup_target in its data: nothing on it is backed up")
             continue
         try:
             statuses = read_statuses(h)
-            jobs = expected_jobs(h.name, h.data)
+            jobs = expected_jobs(host_plan(h))
         except Exception as err:  # unreachable host: that is a failed check too, named
             problems.append(f"{h.name}: {err}")
             continue

@@ -33,10 +33,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from assotic.layout import BACKUP_STATE_DIR, backup_staging_dir, host_secret
 from assotic.needs import BackupSpec
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
 
-STATE_DIR = "/var/lib/assotic/backup"
 EOF_MARK = "__ASSOTIC_RESTORE_EOF__"
 
 
@@ -88,9 +88,9 @@ def repository_setup(source_name: str, source_data, secrets) -> str:
     context = backup_context(source_name, source_data, secrets)
     if context is None:
         raise RestoreError(f"{source_name} has no backup_target in its data: nothing to restore from")
-    lines = ["set -euo pipefail", "umask 077", f"mkdir -p {STATE_DIR}",
-             f"W=$(mktemp -d {STATE_DIR}/restore.XXXXXX)", "trap 'rm -rf \"$W\"' EXIT",
-             heredoc("$W/password", secrets.get(f"hosts/{source_name}/restic_password"))]
+    lines = ["set -euo pipefail", "umask 077", f"mkdir -p {BACKUP_STATE_DIR}",
+             f"W=$(mktemp -d {BACKUP_STATE_DIR}/restore.XXXXXX)", "trap 'rm -rf \"$W\"' EXIT",
+             heredoc("$W/password", secrets.get(host_secret(source_name, "restic_password")))]
     env = [f"RESTIC_REPOSITORY={shlex.quote(context.repository)}", "RESTIC_PASSWORD_FILE=$W/password",
            "RESTIC_CACHE_DIR=$W/cache"]
     lines += [f"export {assignment}" for assignment in env]
@@ -100,7 +100,7 @@ def repository_setup(source_name: str, source_data, secrets) -> str:
     if context.sftp:
         t = context.target
         lines.append(heredoc("$W/id_ed25519", private_key_text(
-            secrets.get(f"hosts/{source_name}/backup_ssh_key"), f"assotic-backup@{source_name}")))
+            secrets.get(host_secret(source_name, "backup_ssh_key")), f"assotic-backup@{source_name}")))
         lines.append(heredoc("$W/known_hosts", known_hosts_text(context) or "# none"))
         lines.append(heredoc("$W/ssh_config", "\n".join([
             f"Host {SSH_ALIAS}", f"    HostName {t.address}", f"    Port {t.port}", f"    User {t.user}",
@@ -115,7 +115,7 @@ def repository_setup(source_name: str, source_data, secrets) -> str:
 
 
 def staging_dir(spec: BackupSpec) -> str:
-    return f"{STATE_DIR}/staging/{spec.instance.slug}-{spec.instance.app}"
+    return backup_staging_dir(spec.instance.slug, spec.instance.app)
 
 
 def plan_script(spec: BackupSpec, snapshot: str) -> str:
@@ -230,16 +230,11 @@ def pick_spec(app: str, slug: str, *specs_by_preference: list[BackupSpec]) -> Ba
 def specs_for(tenant, apps: list[str], inventory, source: str | None = None,
               to: str | None = None) -> dict[str, tuple[str, str, BackupSpec]]:
     """app -> (source host, target host, backup spec of the instance to fill)."""
-    from roles import host_plan
-
     cache: dict[str, list[BackupSpec]] = {}
 
     def backups_on(name: str) -> list[BackupSpec]:
         if name not in cache:
-            h = inventory.get_host(name)
-            if h is None:
-                raise RestoreError(f"no host {name!r} in the inventory")
-            cache[name] = host_plan(name, h.data, debian_major(h))[0].backups
+            cache[name] = [b.spec for b in host_plan_of(inventory, name).backups]
         return cache[name]
 
     found: dict[str, tuple[str, str, BackupSpec]] = {}
@@ -254,12 +249,18 @@ def specs_for(tenant, apps: list[str], inventory, source: str | None = None,
 
 def shared_instance_specs(instance, inventory) -> dict[str, tuple[str, BackupSpec]]:
     """{"mattermost": (its host, its backup spec)} for a shared Mattermost instance."""
-    from roles import host_plan
+    found = host_plan_of(inventory, instance.host).backups_of(instance.name, "mattermost")
+    return {"mattermost": (instance.host, found[0].spec)} if found else {}
 
-    h = inventory.get_host(instance.host)
-    backups = host_plan(instance.host, h.data, debian_major(h))[0].backups
-    found = [s for s in backups if s.instance.slug == instance.name and s.instance.app == "mattermost"]
-    return {"mattermost": (instance.host, found[0])} if found else {}
+
+def host_plan_of(inventory, name: str):
+    """The deploy's plan of one inventory host (its Debian release read over SSH)."""
+    from roles.plan import plan_host
+
+    h = inventory.get_host(name)
+    if h is None:
+        raise RestoreError(f"no host {name!r} in the inventory")
+    return plan_host(name, h.data, h.groups, debian_major(h))
 
 
 def snapshot_age_s(snapshot_time: str) -> float:

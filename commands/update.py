@@ -52,11 +52,9 @@ from pathlib import Path
 from typing import Any
 
 from assotic.artifacts import artifact_from_pin, instance_key
+from assotic.layout import RELEASE_MARKER_DIR, backup_job, backup_status_file, backup_unit
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
 
-RELEASE_MARKER_DIR = "/var/lib/assotic/releases"
-STATUS_DIR = "/var/lib/assotic/backup/status"
-PER_TENANT_APPS = ("nextcloud", "paheko")
 HTTP_HEALTHY_BELOW = 500
 
 
@@ -221,13 +219,13 @@ def read_markers(pyinfra_host) -> dict[str, dict[str, Any]]:
 
 def fresh_backup(pyinfra_host, update: Update) -> str:
     """Run the instance's backup job now; its new status file's snapshot id, or StepFailed."""
-    job = f"{update.slug}-{update.app}"
-    status = f"{STATUS_DIR}/{job}.json"
+    job = backup_job(update.slug, update.app)
+    unit, status = backup_unit(job), backup_status_file(job)
     result = remote(pyinfra_host, f"""
 before=$(stat -c %Y {status} 2>/dev/null || echo 0)
 sleep 1  # a status file written in the same second as `before` would look old
-if ! systemctl start assotic-backup-{job}.service; then
-    journalctl -u assotic-backup-{job}.service -n 15 --no-pager >&2 || true
+if ! systemctl start {unit}.service; then
+    journalctl -u {unit}.service -n 15 --no-pager >&2 || true
     exit 1
 fi
 after=$(stat -c %Y {status} 2>/dev/null || echo 0)
@@ -236,7 +234,7 @@ cat {status}
 """)
     if result.returncode != 0:
         last_lines = result.stderr.strip().splitlines()[-6:]
-        raise StepFailed(f"backup job assotic-backup-{job} failed:\n    " + "\n    ".join(last_lines))
+        raise StepFailed(f"backup job {unit} failed:\n    " + "\n    ".join(last_lines))
     return json.loads(result.stdout)["snapshot_id"]
 
 
@@ -397,6 +395,7 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
     """
     from assotic.artifacts import pinned_artifact
     from commands.restore import debian_major
+    from roles.plan import plan_host
 
     updates, notes = [], []
     for h in inventory:
@@ -404,6 +403,9 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
             continue
         debian, markers = debian_major(h), read_markers(h)
         intermediate = list(h.data.get("nextcloud_upgrade_path") or [])
+        # The deploy's plan says which instances run here; "standin": a new pin need not be
+        # available on this machine to be planned.
+        host_plan = plan_host(h.name, h.data, h.groups, debian, missing_release="standin")
 
         def plan(slug: str, app: str, domain: str, steps_from: list, h=h, debian=debian,
                  markers=markers) -> None:
@@ -425,17 +427,15 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
                 update.refused = str(err)
             updates.append(update)
 
-        for instance in h.data.platform.mattermost_on(h.name):
-            # One instance serves the associations with a team on it: it is updated when the
-            # filter names it or one of them.
-            if not tenant_filter or tenant_filter in (instance.name, *instance.tenants):
-                plan(instance.name, "mattermost", instance.domain, [])
-        for tenant in h.data.platform.tenants_on(h.name):
-            if tenant_filter and tenant.slug != tenant_filter:
-                continue
-            for app in PER_TENANT_APPS:
-                if app in tenant.apps_on(h.name):
-                    plan(tenant.slug, app, tenant.apps.enabled()[app].domain, intermediate)
+        for app in host_plan.apps:
+            instance, tenant = app.instance, app.tenant
+            if instance is not None:
+                # One instance serves the associations with a team on it: it is updated when
+                # the filter names it or one of them.
+                if not tenant_filter or tenant_filter in (instance.name, *instance.tenants):
+                    plan(instance.name, app.app, instance.domain, [])
+            elif not tenant_filter or tenant.slug == tenant_filter:
+                plan(tenant.slug, app.app, tenant.apps.enabled()[app.app].domain, intermediate)
     return updates, notes
 
 

@@ -58,7 +58,7 @@ def clients_of(target_name: str, hosts: list[tuple[str, Any, Any]], secrets: Any
     Only hosts of the backed-up groups have a backup key (preflight.platform_secret_names):
     a host of another group that inherits a backup_target from group data is not a client.
     """
-    from assotic.preflight import BACKED_UP_GROUPS
+    from assotic.layout import BACKED_UP_GROUPS, host_secret
     from roles.backup.sshkey import public_key_line
 
     found = []
@@ -67,7 +67,7 @@ def clients_of(target_name: str, hosts: list[tuple[str, Any, Any]], secrets: Any
             continue
         target = knob(data, "backup_target")
         if isinstance(target, dict) and target.get("host") == target_name and name != target_name:
-            key = public_key_line(secrets.get(f"hosts/{name}/backup_ssh_key"), f"assotic-backup@{name}")
+            key = public_key_line(secrets.get(host_secret(name, "backup_ssh_key")), f"assotic-backup@{name}")
             found.append(Client(host=name, account=target_account(name), public_key=key))
     return found
 
@@ -86,15 +86,17 @@ def sshd_drop_in() -> str:
     return environment.get_template("sshd-50-assotic-backup.conf.j2").render(target=TargetContext())
 
 
-def backup_target() -> None:
-    """Accounts, folders, keys and the sshd rules for every host that backs up here."""
+def backup_target(secrets: Any) -> None:
+    """Accounts, folders, keys and the sshd rules for every host that backs up here.
+
+    Its clients are the other hosts of the inventory, so it reads the inventory, not a plan.
+    `secrets`: the store (HostPlan.secrets)."""
     from pyinfra import host, inventory
     from pyinfra.operations import files, server
 
     from roles.remote_files import install_validated, put_text, reload_after
 
-    clients = clients_of(host.name, [(h.name, h.groups, h.data) for h in inventory],
-                         host.data.platform.secrets)
+    clients = clients_of(host.name, [(h.name, h.groups, h.data) for h in inventory], secrets)
     if not clients:
         host.noop(f"{host.name}: no inventory host names it as backup_target.host: no account")
     server.group(name=f"Create group {GROUP}", group=GROUP, system=True)

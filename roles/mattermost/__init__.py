@@ -339,6 +339,11 @@ def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
 _code_scheduled: set[tuple[str, str]] = set()
 
 
+def deploy(app, secrets: Any) -> None:
+    """The app-role interface (roles/plan.py APP_ROLES): deploy one planned instance."""
+    mattermost(app.instance, app.release, app.release_path, secrets)
+
+
 def mattermost(inst: MattermostInstance, release: Artifact | None, local_release_path,
                secrets: Any) -> None:
     """Install, configure and start one instance, then its teams (after the shared roles ran).

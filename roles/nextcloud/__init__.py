@@ -392,6 +392,11 @@ def app_steps(tenant: Tenant, app_list: dict) -> list[list[str]]:
 # -- Deploy --------------------------------------------------------------------------------------
 
 
+def deploy(app, secrets: Any) -> None:
+    """The app-role interface (roles/plan.py APP_ROLES): deploy one planned instance."""
+    nextcloud(app.tenant, app.release, app.release_path, secrets)
+
+
 def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secrets: Any) -> None:
     """Install and configure this tenant's Nextcloud (after the shared roles ran).
 

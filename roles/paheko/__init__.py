@@ -198,6 +198,11 @@ def lifecycle_step(database_version: int | None, release: Artifact) -> str:
     return "current"
 
 
+def deploy(app, secrets: Any) -> None:
+    """The app-role interface (roles/plan.py APP_ROLES): deploy one planned instance."""
+    paheko(app.tenant, app.release, app.release_path, secrets)
+
+
 def paheko(tenant: Tenant, release: Artifact | None, local_release_path, secrets: Any) -> None:
     """Write the config and create the instance once (after the shared roles ran)."""
     from io import StringIO

@@ -24,6 +24,7 @@ import secrets
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 from assotic.templating import template_environment
 from pyinfra import host
@@ -176,7 +177,8 @@ def _psql(sql: str, database: str | None = None) -> str:
 
 
 @deploy("PostgreSQL", data_defaults=DEFAULTS)
-def postgresql(databases: list[Database]) -> None:
+def postgresql(databases: list[Database], platform_secrets: Any) -> None:
+    """One role and one database per need; `platform_secrets`: the store (HostPlan.secrets)."""
     if not databases:
         host.noop("no database on this host: PostgreSQL is not installed")
         return
@@ -189,7 +191,6 @@ def postgresql(databases: list[Database]) -> None:
         max_connections=int(host.data.postgresql_max_connections),
         shared_buffers=str(host.data.postgresql_shared_buffers),
     )
-    platform_secrets = host.data.platform.secrets
 
     apt.packages(name=f"Install PostgreSQL {settings.version}", packages=["postgresql"],
                  cache_time=86400, update=True)

@@ -19,6 +19,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from assotic.templating import template_environment
 from pyinfra import host
@@ -98,7 +99,8 @@ def redis_unit(settings: RedisSettings) -> str:
 
 
 @deploy("Redis", data_defaults=DEFAULTS)
-def redis(instances: list[RedisInstance]) -> None:
+def redis(instances: list[RedisInstance], platform_secrets: Any) -> None:
+    """One Redis per instance that asks; `platform_secrets`: the store (HostPlan.secrets)."""
     wanted = {unit_name(i) for i in instances}
     if len(wanted) != len(instances):
         raise ValueError("roles/redis: two Redis instances for the same user")
@@ -111,7 +113,6 @@ def redis(instances: list[RedisInstance]) -> None:
         host.noop("no Redis instance on this host")
         return
     settings = RedisSettings(memory_max=str(host.data.redis_memory_max))
-    platform_secrets = host.data.platform.secrets
 
     # Debian's shared instance (TCP 6379) is of no use here: masked before the package is
     # installed, so it never starts, not even once from the package's postinst.

@@ -12,7 +12,7 @@ from assotic.needs import AppInstance, Database, PhpPool, RedisInstance, Timer
 from assotic.preflight import generated_secret_names
 from assotic.tenants import load_tenants
 from roles import php, postgresql, redis, timers
-from roles import host_plan, instances_of
+from roles.plan import plan_host
 from roles.postgresql.facts import parse_state
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "group_data" / "tenants"
@@ -281,21 +281,21 @@ def test_bad_timers_are_refused(timer):
 
 def test_host_plan_for_the_examples(lab_host_data):
     data = lab_host_data
-    web1, plans = host_plan("web-1", data, "12")
-    assert [(p.app, p.tenant.slug, p.release) for p in plans] == [("nextcloud", "ulap", None),
+    plan = plan_host("web-1", data, ["web"], "12")
+    web1 = plan.needs
+    assert [(p.app, p.tenant.slug, p.release) for p in plan.apps] == [("nextcloud", "ulap", None),
                                                                  ("paheko", "ulap", None)]
     assert [p.instance.user for p in web1.pools] == ["nextcloud_ulap", "paheko_ulap"]
     assert [r.instance.user for r in web1.redis] == ["nextcloud_ulap"]  # Mattermost gets none
     assert [d.password_secret for d in web1.databases] == ["tenants/ulap/nextcloud/db_password"]
-    web2, _ = host_plan("web-2", data, "12")
-    assert {i.user for i in instances_of(web2)} == {"nextcloud_toitcommun", "paheko_toitcommun",
+    assert {i.user for i in plan_host("web-2", data, ["web"], "12").instances} == {"nextcloud_toitcommun", "paheko_toitcommun",
                                                      "nextcloud_zerodechet", "paheko_zerodechet"}
 
 
 def test_every_example_renders(lab_host_data):
     data = lab_host_data
     for host_name in ("web-1", "web-2"):
-        needs, _ = host_plan(host_name, data, "12")
+        needs = plan_host(host_name, data, ["web"], "12").needs
         for pool in needs.pools:
             for version in php.PHP_VERSIONS.values():
                 php.pool_config(pool, php.PhpSettings(version=version))

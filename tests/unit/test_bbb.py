@@ -467,7 +467,7 @@ def test_second_deploy_plan_skips_setip_and_certificate():
 
 
 def test_firewall_openings_of_a_bbb_host():
-    from roles import firewall_openings
+    from roles.plan import firewall_openings
 
     comments = {o.comment for o in firewall_openings(bbb_host().host.data, groups=bbb_host().host.groups)}
     assert {"SSH", "BigBlueButton HTTPS", "BigBlueButton WebRTC media",

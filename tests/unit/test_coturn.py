@@ -74,7 +74,7 @@ def test_openings_cover_stun_tls_and_the_relay_range():
 
 
 def test_firewall_openings_of_a_turn_host_include_coturn():
-    from roles import firewall_openings
+    from roles.plan import firewall_openings
 
     fake = FakeHost("turn-1", {"turn": ["turn-1"]}, {"turn_domain": "turn.example.org"}, {})
     openings = firewall_openings(fake.host.data, groups=fake.host.groups)

@@ -15,7 +15,8 @@ from assotic.artifacts import Artifact
 from assotic.preflight import InventoryView, check_everything, generated_secret_names
 from assotic.report import InputError
 from assotic.tenants import Tenant, load_tenants
-from roles import host_plan, mattermost
+from roles import mattermost
+from roles.plan import plan_host
 from assotic import mattermost as model
 from roles.nginx import render as nginx_render
 
@@ -170,13 +171,14 @@ def test_needs_are_a_proxy_vhost_and_a_database_for_release_and_standin():
 def test_host_plan_has_one_mattermost_plan_per_instance(lab_host_data):
     instances, _ = built()
     lab_host_data.platform.mattermost = instances
-    needs, plans = host_plan("web-1", lab_host_data, "12")
-    chat_plans = [p for p in plans if p.app == "mattermost"]
+    plan = plan_host("web-1", lab_host_data, ["web"], "12")
+    needs = plan.needs
+    chat_plans = [p for p in plan.apps if p.app == "mattermost"]
     assert [(p.instance.name, p.tenant, p.release) for p in chat_plans] == [("chat", None, None),
                                                                            ("ulap", None, None)]
     assert all(p.subject is p.instance for p in chat_plans)
     assert {v.domain for v in needs.vhosts} >= {"chat.example.org", "chat.ulap.example.org"}
-    assert not [p for p in host_plan("web-2", lab_host_data, "12")[1] if p.app == "mattermost"]
+    assert not [p for p in plan_host("web-2", lab_host_data, ["web"], "12").apps if p.app == "mattermost"]
 
 
 def test_proxy_vhost_has_mattermosts_websocket_location():

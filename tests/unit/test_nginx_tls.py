@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from assotic.needs import AppInstance, HostNeeds, Vhost
-from roles import firewall_openings, host_plan
+from roles.plan import firewall_openings, plan_host
 from roles.nginx import render
 from roles.tls import model
 from roles.tls import render as tls_render
@@ -160,7 +160,7 @@ def test_stale_vhost_files_are_ours_only():
 def test_every_example_tenant_renders(lab_host_data):
     domains = []
     for host_name in ("web-1", "web-2"):
-        needs, _ = host_plan(host_name, lab_host_data, "12")
+        needs = plan_host(host_name, lab_host_data, ["web"], "12").needs
         files = render.vhost_files(needs.vhosts, {d: model.cert_paths(d, LAB) for d in needs.domains}, SETTINGS)
         assert len(files) == len(needs.vhosts) > 0
         domains += needs.domains

@@ -24,7 +24,7 @@ from commands.update import (
     plan_text,
     upgrade_steps,
 )
-from roles import AppPlan, release_marker
+from roles.plan import AppPlan, plan_host
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,12 +152,12 @@ def test_instance_pins_hold_one_instance_and_leave_the_others(tmp_path, monkeypa
 def test_release_marker_records_the_pin_also_for_a_standin():
     tenant = next(t for _, t in load_tenants(REPO / "group_data" / "tenants")[0] if t.slug == "ulap")
     pinned = Artifact("paheko", "1.3.12", "paheko-1.3.12.tar.gz", "https://example.invalid/p", "1" * 64)
-    path, text = release_marker(AppPlan("paheko", tenant, None, None, pinned=pinned))
+    path, text = AppPlan("paheko", tenant, None, None, pinned=pinned).marker
     assert path == "/var/lib/assotic/releases/ulap-paheko.json"
     record = json.loads(text)
     assert record == {"tenant": "ulap", "app": "paheko", "version": "1.3.12", "standin": True,
                       "pin": {"version": "1.3.12", "url": "https://example.invalid/p", "sha256": "1" * 64}}
-    assert release_marker(AppPlan("paheko", tenant, None, None)) is None
+    assert AppPlan("paheko", tenant, None, None).marker is None
 
 
 # -- Backup freshness (commands/backup_status.py) --------------------------------------------------
@@ -178,20 +178,22 @@ def test_stale_and_missing_backups_are_named_fresh_ones_are_not():
     assert problems[1].startswith("web-1: host: no successful backup recorded")
 
 
-def test_expected_jobs_follow_the_tenants_on_the_host():
-    tenants = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]
-    instances = [SimpleNamespace(name="ulap", host="web-1"), SimpleNamespace(name="chat", host="web-1"),
-                 SimpleNamespace(name="other", host="web-2")]
-    platform = SimpleNamespace(tenants_on=lambda host: [t for t in tenants if host in
-                                                        {p.host for p in t.apps.enabled().values()}],
-                               mattermost_on=lambda host: [i for i in instances if i.host == host])
-    jobs = expected_jobs("web-1", SimpleNamespace(platform=platform))
-    assert jobs == ["ulap-nextcloud", "ulap-paheko", "ulap-mattermost", "chat-mattermost", "host"]
+def with_mattermost(lab_host_data):
+    """The lab's host data with the examples' Mattermost instances (ulap's own, and chat)."""
+    from test_mattermost import built
+
+    lab_host_data.platform.mattermost = built()[0]
+    return lab_host_data
 
 
-def test_mattermost_instances_are_planned_one_by_one_and_follow_the_tenant_filter(monkeypatch):
-    from types import SimpleNamespace
+def test_expected_jobs_are_the_backups_of_the_hosts_plan(lab_host_data):
+    plan = plan_host("web-1", with_mattermost(lab_host_data), ["web"], "12", missing_release="standin")
+    assert expected_jobs(plan) == ["ulap-nextcloud", "ulap-paheko", "chat-mattermost", "ulap-mattermost",
+                                   "host"]
+    assert expected_jobs(plan)[:-1] == [b.job for b in plan.backups]
 
+
+def test_mattermost_instances_are_planned_one_by_one_and_follow_the_tenant_filter(monkeypatch, lab_host_data):
     import assotic.artifacts
     import commands.restore
     import commands.update as update_module
@@ -201,26 +203,26 @@ def test_mattermost_instances_are_planned_one_by_one_and_follow_the_tenant_filte
                         lambda releases, app, debian: SimpleNamespace(version=pins[app], url="u", sha256="0"))
     monkeypatch.setattr(commands.restore, "debian_major", lambda h: "12")
     markers = {"chat/mattermost": {"instance": "chat", "version": "11.1.1", "pin": pin("11.1.1")},
-               "ulap/mattermost": {"instance": "ulap", "version": "11.2.0", "pin": pin("11.2.0")}}
+               "ulap/mattermost": {"instance": "ulap", "version": "11.2.0", "pin": pin("11.2.0")},
+               "ulap/nextcloud": {"tenant": "ulap", "version": "34.0.4", "pin": pin("34.0.4")},
+               "ulap/paheko": {"tenant": "ulap", "version": "1.3.12", "pin": pin("1.3.12")}}
     monkeypatch.setattr(update_module, "read_markers", lambda h: markers)
-    chat = SimpleNamespace(name="chat", host="web-1", domain="chat.example.org", tenants=("toitcommun",))
-    own = SimpleNamespace(name="ulap", host="web-1", domain="chat.ulap.example.org", tenants=("ulap",))
-    platform = SimpleNamespace(mattermost_on=lambda host: [chat, own], tenants_on=lambda host: [])
-    web = SimpleNamespace(name="web-1", groups=["web"],
-                          data=SimpleNamespace(platform=platform, releases={}, get=lambda name: None))
+    data = with_mattermost(lab_host_data)
+    data.releases, data.get = {}, lambda name: None
+    web = SimpleNamespace(name="web-1", groups=["web"], data=data)
+    chat = next(i for i in data.platform.mattermost if i.name == "chat")
 
     updates, notes = update_module.find_updates([web], None)
     assert [(u.key, u.deployed["version"], u.target_pin["version"]) for u in updates] == \
         [("chat/mattermost", "11.1.1", "11.2.0")]  # ulap's instance already runs the pin
     assert updates[0].domain == "chat.example.org" and not notes
-    assert update_module.find_updates([web], "toitcommun")[0][0].key == "chat/mattermost"
-    assert update_module.find_updates([web], "zerodechet")[0] == []
+    # An association with a team on the shared instance names it too.
+    assert update_module.find_updates([web], chat.tenants[0])[0][0].key == "chat/mattermost"
+    assert update_module.find_updates([web], "nobody")[0] == []  # no instance of it on web-1
 
     # Per-association apps: the same planning; a missing marker is a note, not an update.
-    tenants = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]
-    ulap = next(t for t in tenants if t.slug == "ulap")
-    platform.tenants_on = lambda host: [ulap]
     markers["ulap/paheko"] = {"tenant": "ulap", "version": "1.3.11", "pin": pin("1.3.11")}
+    del markers["ulap/nextcloud"]
     updates, notes = update_module.find_updates([web], "ulap")
     assert [(u.key, u.domain) for u in updates] == [("ulap/paheko", "gestion.ulap.example.org")]
     assert notes == ["ulap/nextcloud on web-1: no release marker (deployed before markers existed?); "

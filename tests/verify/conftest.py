@@ -106,11 +106,17 @@ def in_container(host) -> bool:
 
 
 @pytest.fixture(scope="module")
-def needs(pyinfra_host, data, host):
-    """What the apps on this host ask of the shared roles, computed as deploy.py does."""
-    from roles import host_plan
+def needs(plan):
+    """What the apps on this host ask of the shared roles, from its plan (deploy.py's)."""
+    return plan.needs
 
-    return host_plan(pyinfra_host.name, data, debian_major(host))[0]
+
+@pytest.fixture(scope="module")
+def plan(pyinfra_host, data, host):
+    """This host's plan, computed as deploy.py computes it (roles/plan.py plan_host)."""
+    from roles.plan import plan_host
+
+    return plan_host(pyinfra_host.name, data, pyinfra_host.groups, debian_major(host))
 
 
 def debian_major(host) -> str:
@@ -119,8 +125,6 @@ def debian_major(host) -> str:
 
 
 @pytest.fixture(scope="module")
-def declared_openings(data, needs, pyinfra_host):
+def declared_openings(plan):
     """The firewall openings deploy.py hands to the base role, for this host."""
-    from roles import firewall_openings
-
-    return firewall_openings(data, needs, pyinfra_host.groups)
+    return list(plan.firewall_openings)

@@ -1,7 +1,7 @@
 """What roles/php promises: instance accounts and folders, one idle-free PHP-FPM pool each.
 
 Expected instances come from host data through the same needs deploy.py uses
-(the `needs` fixture: roles.host_plan).
+(the `needs` fixture: roles.plan.plan_host).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import pytest
 
 from roles import php
-from roles import instances_of
+from roles.plan import instances_of
 
 pytestmark = pytest.mark.hosts_in("web")
 

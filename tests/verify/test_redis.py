@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from roles import redis
-from roles import instances_of
+from roles.plan import instances_of
 
 pytestmark = pytest.mark.hosts_in("web")
 
