@@ -80,7 +80,7 @@ TURN_SECRET = "turn/static_auth_secret"
 
 
 def bbb_openings(host_data: Any) -> list:
-    """The firewall openings of a bbb host (roles.firewall_openings hands them to base)."""
+    """The firewall openings of a bbb host (roles.plan.firewall_openings hands them to base)."""
     return _openings(BbbSettings.from_data(_host_name(host_data), host_data))
 
 

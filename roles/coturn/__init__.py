@@ -46,7 +46,7 @@ __all__ = ["CoturnDataError", "CoturnSettings", "SECRET_NAME", "coturn", "coturn
 
 
 def turn_openings(host_data: Any) -> list:
-    """The firewall openings of a turn host (roles.firewall_openings hands them to base)."""
+    """The firewall openings of a turn host (roles.plan.firewall_openings hands them to base)."""
     return coturn_openings(CoturnSettings.from_data(host_data))
 
 

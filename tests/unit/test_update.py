@@ -133,7 +133,7 @@ def test_the_pins_fingerprint_changes_with_a_pin_only():
     assert pins_fingerprint(releases, [pin("33.0.1")]) != pins_fingerprint(releases, [])
 
 
-# -- Per-instance pins and release markers (assotic/artifacts.py, roles/__init__.py) --------------
+# -- Per-instance pins and release markers (assotic/artifacts.py, roles/plan.py) --------------
 
 
 def test_instance_pins_hold_one_instance_and_leave_the_others(tmp_path, monkeypatch):
