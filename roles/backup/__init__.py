@@ -318,61 +318,134 @@ def unit_files(context: BackupContext, unit: Unit) -> tuple[str, str]:
 
 def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> None:
     """Install and schedule this host's backup jobs (after the apps are deployed)."""
-    from io import StringIO
-
     from pyinfra import host
-    from pyinfra.operations import apt, files, server, systemd
 
-    from roles.prepared import enable_and_start
-    from roles.remote_files import put_text, reload_after
-
-    from .facts import ManagedBackupUnits, ResticRepositoryReady
-    from .sshkey import private_key_text
-
-    secrets = host.data.platform.secrets
-    context = backup_context(host.name, host.data, secrets)
-    # Installed even without a backup target: any web host can be a restore target
-    # (commands/restore.py runs restic there), the drill's throw-away host included.
-    packages = PACKAGES + (["msmtp"] if context and context.mail_to else [])
-    apt.packages(name="Install restic and the backup tools", packages=packages, cache_time=86400,
-                 update=True)
+    secrets = _secrets_store()
+    data = _backup_knobs()
+    context = backup_context(host.name, data, secrets)
+    _install_packages(context)
     if context is None:
         host.noop(f"!!! {host.name}: no backup_target in data: NOTHING on this host is backed up "
                   "(docs/backup.md)")
         return
-    jobs = jobs_for(specs, host.data.platform.tenants, host.name, host.data, extra_host_paths)
+    jobs = jobs_for(specs, _retention_tenants(), host.name, data, extra_host_paths)
+    _create_folders()
+    _install_secrets(context, secrets, data)
+    _install_scripts(context, jobs)
+    _install_units(context, units_for(jobs, host.name, data))
+    _initialise_repository(context)
+
+
+def _secrets_store() -> Any:
+    """Where the repository password, SSH key and S3 and SMTP credentials come from."""
+    from pyinfra import host
+
+    return host.data.platform.secrets
+
+
+def _backup_knobs() -> Any:
+    """The data the backup_* knobs (DEFAULTS) are read from: this host's data."""
+    from pyinfra import host
+
+    return host.data
+
+
+def _retention_tenants() -> list[Tenant]:
+    """The associations whose retention the jobs keep (retention_for), from this host's data."""
+    from pyinfra import host
+
+    return host.data.platform.tenants
+
+
+def _install_packages(context: BackupContext | None) -> None:
+    """restic and its tools, msmtp when alerts go by e-mail. Installed even without a backup
+    target: any web host can be a restore target (commands/restore.py runs restic there),
+    the drill's throw-away host included."""
+    from pyinfra.operations import apt
+
+    packages = PACKAGES + (["msmtp"] if context and context.mail_to else [])
+    apt.packages(name="Install restic and the backup tools", packages=packages, cache_time=86400,
+                 update=True)
+
+
+def _create_folders() -> None:
+    """Settings and secrets (root only), run state and status, the restore staging area,
+    restic's cache, the scripts."""
+    from pyinfra.operations import files
+
     for path, mode in ((ETC_DIR, "0700"), (STATE_DIR, "0755"), (f"{STATE_DIR}/status", "0755"),
                        (f"{STATE_DIR}/staging", "0711"), (CACHE_DIR, "0700"), (LIB_DIR, "0755")):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode=mode,
                         present=True)
 
-    # Secrets: root-only files, never on a command line.
-    def put_secret(path: str, text: str) -> None:
-        files.put(name=f"Install {path} (0600)", src=StringIO(text), dest=path, user="root",
-                  group="root", mode="0600")
 
-    put_secret(f"{ETC_DIR}/restic.password", secrets.get(f"hosts/{host.name}/restic_password") + "\n")
-    put_secret(f"{ETC_DIR}/restic.env", render("restic.env.j2", backup=context))
+def _put_secret(path: str, text: str) -> None:
+    """A root-only file (0600): secrets go in files, never on a command line."""
+    from io import StringIO
+
+    from pyinfra.operations import files
+
+    files.put(name=f"Install {path} (0600)", src=StringIO(text), dest=path, user="root",
+              group="root", mode="0600")
+
+
+def _install_secrets(context: BackupContext, secrets: Any, data: Any) -> None:
+    """The repository's password and environment, the SSH key of an SFTP target, and msmtp's
+    settings with their password when alerts go by e-mail."""
+    from pyinfra import host
+
+    from .sshkey import private_key_text
+
+    _put_secret(f"{ETC_DIR}/restic.password", secrets.get(f"hosts/{host.name}/restic_password") + "\n")
+    _put_secret(f"{ETC_DIR}/restic.env", render("restic.env.j2", backup=context))
     if context.sftp:
-        put_secret(f"{ETC_DIR}/id_ed25519", private_key_text(
+        _put_secret(f"{ETC_DIR}/id_ed25519", private_key_text(
             secrets.get(f"hosts/{host.name}/backup_ssh_key"), f"assotic-backup@{host.name}"))
     if context.mail_to:
-        smtp = knob(host.data, "backup_smtp") or {}
+        smtp = knob(data, "backup_smtp") or {}
         if not smtp.get("password_secret"):
             raise BackupDataError("backup_alert_email needs backup_smtp with host, user, from "
                                   "and password_secret (docs/backup.md)")
-        put_secret(f"{ETC_DIR}/msmtprc", msmtprc(smtp, secrets.get(smtp["password_secret"])))
+        _put_secret(f"{ETC_DIR}/msmtprc", msmtprc(smtp, secrets.get(smtp["password_secret"])))
+
+
+def _install_scripts(context: BackupContext, jobs: list[Job]) -> None:
+    """The shared library, init and check scripts, one script per job, the SSH settings."""
+    from roles.remote_files import put_text
 
     for path, (content, mode) in rendered_files(context, jobs).items():
         put_text(path, content, mode=mode)
 
-    units = units_for(jobs, host.name, host.data)
+
+def _install_units(context: BackupContext, units: list[Unit]) -> None:
+    """Each job's service and timer (the weekly check's too), stale ones removed; systemd
+    reloads after any change, even one a killed deploy left (reload_after); every timer is
+    enabled and started."""
+    from roles.prepared import enable_and_start
+    from roles.remote_files import put_text, reload_after
+
     changed = []
     for unit in units:
         service_text, timer_text = unit_files(context, unit)
         changed.append(put_text(f"{UNIT_DIR}/{unit.name}.service", service_text))
         changed.append(put_text(f"{UNIT_DIR}/{unit.name}.timer", timer_text))
-    wanted = {u.name for u in units}
+    changed += _remove_stale_units({u.name for u in units})
+    reload_after("Reload systemd units (backup)", "systemctl daemon-reload", changed,
+                 stamp="daemon-reload-backup",
+                 covers=[f"{UNIT_DIR}/{u.name}.{suffix}" for u in units for suffix in ("service", "timer")])
+    enable_and_start(f"{unit.name}.timer" for unit in units)
+
+
+def _remove_stale_units(wanted: set[str]) -> list:
+    """Stop and remove the units (and scripts) of jobs this host no longer has: an association
+    or app that left. Only units with roles/backup's marker are considered. Returns the
+    operations that removed unit files, for the reload."""
+    from pyinfra import host
+    from pyinfra.operations import files, systemd
+
+    from .facts import ManagedBackupUnits
+
+    changed = []
     for stale in [u for u in host.get_fact(ManagedBackupUnits) or [] if u not in wanted]:
         systemd.service(name=f"Stop and disable {stale}.timer", service=f"{stale}.timer",
                         running=False, enabled=False)
@@ -381,13 +454,17 @@ def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> N
                                       path=f"{UNIT_DIR}/{stale}.{suffix}", present=False))
         files.file(name=f"Remove {LIB_DIR}/{stale.removeprefix('assotic-backup-')}.sh",
                    path=f"{LIB_DIR}/{stale.removeprefix('assotic-backup-')}.sh", present=False)
-    reload_after("Reload systemd units (backup)", "systemctl daemon-reload", changed,
-                 stamp="daemon-reload-backup",
-                 covers=[f"{UNIT_DIR}/{u.name}.{suffix}" for u in units for suffix in ("service", "timer")])
-    enable_and_start(f"{unit.name}.timer" for unit in units)
+    return changed
 
-    # Read before the run: on a first deploy the repository cannot be reached yet, so the
-    # init step runs (and creates it only if it is really missing).
+
+def _initialise_repository(context: BackupContext) -> None:
+    """Create the repository once. Read before the run: on a first deploy the repository
+    cannot be reached yet, so the init step runs (and creates it only if it is really missing)."""
+    from pyinfra import host
+    from pyinfra.operations import server
+
+    from .facts import ResticRepositoryReady
+
     if not host.get_fact(ResticRepositoryReady, lib=LIB_PATH):
         server.shell(name=f"Initialise the restic repository of {host.name} ({context.repository})",
                      commands=[f"{LIB_DIR}/init.sh"])

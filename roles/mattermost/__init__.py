@@ -350,51 +350,105 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
 
     `release` None: the stand-in runs in the same unit (the caller checked the policy).
     """
-    from io import StringIO
-
     from pyinfra import host
-    from pyinfra.operations import apt, files, server, systemd
+
+    changed = _install_code(inst, release, local_release_path)
+    _create_data_folders(inst)
+    changed += _install_configuration(inst, release, secrets)
+    _restart_and_enable(inst, changed)
+
+    tenants = _tenants_on(inst)
+    if release is None:
+        host.noop(f"!!! mattermost instance {inst.name}: the stand-in has no mmctl; teams "
+                  f"{', '.join(team_name(t.slug) for t in tenants) or '(none)'} and their admins "
+                  "were NOT created (provide the release and deploy again)")
+        return
+    _create_teams_and_admins(inst, release, tenants, secrets)
+
+
+def _install_code(inst: MattermostInstance, release: Artifact | None, local_release_path) -> list:
+    """What the unit runs: the release tree (one per version on a host, shared by its
+    instances) and curl for the local-mode API, or the stand-in. Returns the operations
+    that changed it: the unit restarts after them."""
+    from pyinfra.operations import apt
 
     from assotic.artifacts import install_release
-    from roles.remote_files import put_text, reload_after
 
-    from .facts import MattermostTeamAdmins, MmctlJson
+    if release is None:
+        return _install_standin(inst)
+    changed = []
+    unpacked = install_release(release, local_release_path)
+    if unpacked is not None:
+        changed.append(unpacked)
+    apt.packages(name="Install curl (the local-mode API client)", packages=["curl"],
+                 cache_time=86400, update=True)
+    return changed
+
+
+def _install_standin(inst: MattermostInstance) -> list:
+    """The stand-in instead of the release, said loudly: its packages and folder once per host
+    and run, its script for every instance (put_text plans nothing when it is current)."""
+    from pyinfra import host
+    from pyinfra.operations import apt, files
+
+    from roles.remote_files import put_text
+
+    host.noop(f"!!! mattermost instance {inst.name} ({inst.domain}): the real release was not "
+              "provided; running the assotic STAND-IN in its unit instead "
+              "(missing_release = \"standin\")")
+    if (host.name, "standin") not in _code_scheduled:
+        _code_scheduled.add((host.name, "standin"))
+        apt.packages(name="Install what the Mattermost stand-in needs (python3-psycopg2, curl)",
+                     packages=list(STANDIN_PACKAGES), cache_time=86400, update=True)
+        files.directory(name=f"Create {STANDIN_ROOT}", path=STANDIN_ROOT, user="root",
+                        group="root", mode="0755", present=True)
+    return [put_text(STANDIN_FILE, standin_code(), mode="0755")]
+
+
+def _create_data_folders(inst: MattermostInstance) -> None:
+    """The folders Mattermost writes, which the environment file points at (its home and its
+    data, log and config dirs come from instance_accounts)."""
+    from pyinfra.operations import files
 
     home = inst.app_instance
-    changed = []
-    if release is None:
-        host.noop(f"!!! mattermost instance {inst.name} ({inst.domain}): the real release was not "
-                  "provided; running the assotic STAND-IN in its unit instead "
-                  "(missing_release = \"standin\")")
-        if (host.name, "standin") not in _code_scheduled:
-            _code_scheduled.add((host.name, "standin"))
-            apt.packages(name="Install what the Mattermost stand-in needs (python3-psycopg2, curl)",
-                         packages=list(STANDIN_PACKAGES), cache_time=86400, update=True)
-            files.directory(name=f"Create {STANDIN_ROOT}", path=STANDIN_ROOT, user="root",
-                            group="root", mode="0755", present=True)
-        standin_op = put_text(STANDIN_FILE, standin_code(), mode="0755")
-        changed.append(standin_op)
-    else:
-        unpacked = install_release(release, local_release_path)
-        if unpacked is not None:
-            changed.append(unpacked)
-        apt.packages(name="Install curl (the local-mode API client)", packages=["curl"],
-                     cache_time=86400, update=True)
-
-    # Folders Mattermost writes (its home and data, log, config dirs come from instance_accounts).
     for sub in ("files", "plugins", "client-plugins", "export", "import"):
         files.directory(name=f"Create {home.data_dir}/{sub}", path=f"{home.data_dir}/{sub}",
                         user=inst.user, group=inst.user, mode="0750", present=True)
+
+
+def _install_configuration(inst: MattermostInstance, release: Artifact | None, secrets: Any) -> list:
+    """What the unit reads: the instance's environment file, the host's one unit template and
+    the instance's release drop-in. Returns the operations that changed them (the restart's)."""
+    from pyinfra import host
+    from pyinfra.operations import files
+
+    from roles.remote_files import put_text
+
     files.directory(name=f"Create {ENV_DIR}", path=ENV_DIR, user="root", group="root",
                     mode="0755", present=True)
     # Credentials inside: root writes it, the instance's group (its user only) reads it.
-    changed.append(put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
-                                                     host.data), mode="0640", user="root",
-                            group=inst.user))
+    changed = [put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
+                                                 _environment_knobs()), mode="0640", user="root",
+                        group=inst.user)]
     if (host.name, "unit") not in _code_scheduled:  # one template for every instance of the host
         changed.append(put_text(UNIT_TEMPLATE, unit_template()))
     _code_scheduled.add((host.name, "unit"))
     changed.append(put_text(dropin_path(inst), release_dropin(inst, release)))
+    return changed
+
+
+def _environment_knobs() -> Any:
+    """The data the environment file's knobs (DEFAULTS) are read from: this host's data."""
+    from pyinfra import host
+
+    return host.data
+
+
+def _restart_and_enable(inst: MattermostInstance, changed: list) -> None:
+    """Restart the unit after new code, unit or environment, and keep it enabled and running."""
+    from pyinfra.operations import systemd
+
+    from roles.remote_files import reload_after
 
     # A shell restart: systemd.service(restarted=True) skips a unit that was not running
     # when facts were read (the first deploy). `restart` starts a stopped unit too, and
@@ -407,12 +461,30 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
     systemd.service(name=f"Enable and start {unit_name(inst)}", service=unit_name(inst),
                     running=True, enabled=True)
 
-    tenants = [t for t in host.data.platform.tenants if t.slug in inst.tenants]
-    if release is None:
-        host.noop(f"!!! mattermost instance {inst.name}: the stand-in has no mmctl; teams "
-                  f"{', '.join(team_name(t.slug) for t in tenants) or '(none)'} and their admins "
-                  "were NOT created (provide the release and deploy again)")
-        return
+
+def _tenants_on(inst: MattermostInstance) -> list[Tenant]:
+    """The associations on the instance, one team each, from this host's data (tenant order)."""
+    from pyinfra import host
+
+    return [t for t in host.data.platform.tenants if t.slug in inst.tenants]
+
+
+def _create_teams_and_admins(inst: MattermostInstance, release: Artifact, tenants: list[Tenant],
+                             secrets: Any) -> None:
+    """Each association's team and admins, only what the instance lacks (team_steps), in the
+    order team_steps gives: a team before its members, an account before its membership."""
+    teams, users, members, admins = _team_facts(inst, release, tenants)
+    by_team = {team_name(t.slug): t for t in tenants}
+    for step in team_steps(inst, tenants, teams, users, members, admins):
+        _run_team_step(inst, release, step, by_team, secrets)
+
+
+def _team_facts(inst: MattermostInstance, release: Artifact, tenants: list[Tenant]) -> tuple:
+    """What the instance has, read before the run: its teams and accounts and each team's
+    members (mmctl on the local socket), and the team admins (from its database)."""
+    from pyinfra import host
+
+    from .facts import MattermostTeamAdmins, MmctlJson
 
     mmctl = mmctl_prefix(inst, release)
     teams = host.get_fact(MmctlJson, mmctl=mmctl, args="team list")
@@ -421,17 +493,34 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
                                                  args=f"user list --all --team {team_name(t.slug)}")
                for t in tenants}
     admins = host.get_fact(MattermostTeamAdmins, database=inst.user)
-    by_team = {team_name(t.slug): t for t in tenants}
-    for step in team_steps(inst, tenants, teams, users, members, admins):
-        body_file = None
-        if step.kind == "create_user":
-            tenant = by_team[step.team]
-            password = (secrets.get(f"tenants/{tenant.slug}/{APP}/admin_password") if step.first_admin
-                        else random_secrets.token_urlsafe(24))
-            body_file = f"{home.tmp_dir}/mattermost-new-user.json"
-            files.put(name=f"Upload the new account of {step.username} for {inst.name} (0600)",
-                      src=StringIO(new_user_json(step, password)), dest=body_file,
-                      user=inst.user, group=inst.user, mode="0600")
-        target = step.username or step.display_name
-        server.shell(name=f"Mattermost {inst.name}: {step.kind.replace('_', ' ')} {step.team} {target}",
-                     commands=step_commands(inst, release, step, body_file))
+    return teams, users, members, admins
+
+
+def _run_team_step(inst: MattermostInstance, release: Artifact, step: TeamStep,
+                   by_team: Mapping[str, Tenant], secrets: Any) -> None:
+    """One step as one shell operation; a new account's body is uploaded just before it."""
+    from pyinfra.operations import server
+
+    body_file = None
+    if step.kind == "create_user":
+        body_file = _upload_new_account(inst, step, by_team[step.team], secrets)
+    target = step.username or step.display_name
+    server.shell(name=f"Mattermost {inst.name}: {step.kind.replace('_', ' ')} {step.team} {target}",
+                 commands=step_commands(inst, release, step, body_file))
+
+
+def _upload_new_account(inst: MattermostInstance, step: TeamStep, tenant: Tenant, secrets: Any) -> str:
+    """The new account's JSON in a 0600 file of the instance's user, so that its password is
+    on no command line; returns the file's path. The first admin gets the association's
+    admin password from the secrets store, the others a random one (they reset it)."""
+    from io import StringIO
+
+    from pyinfra.operations import files
+
+    password = (secrets.get(f"tenants/{tenant.slug}/{APP}/admin_password") if step.first_admin
+                else random_secrets.token_urlsafe(24))
+    body_file = f"{inst.app_instance.tmp_dir}/mattermost-new-user.json"
+    files.put(name=f"Upload the new account of {step.username} for {inst.name} (0600)",
+              src=StringIO(new_user_json(step, password)), dest=body_file,
+              user=inst.user, group=inst.user, mode="0600")
+    return body_file

@@ -1,6 +1,7 @@
-"""mattermost() with a real release, planned against one FakeHost (no host, nothing runs):
+"""mattermost() planned against one FakeHost (no host, nothing runs): with a real release,
 first install, already current, upgrade, a second team on a shared instance, a second
-instance on the same host. Exact commands and files; no secret in any command."""
+instance on the same host; the whole ordered plan of the example instances, with the
+release and with the stand-in. Exact commands and files; no secret in any command."""
 
 from __future__ import annotations
 
@@ -272,3 +273,66 @@ def test_a_second_instance_on_the_same_host_has_its_own_user_socket_database_and
         assert "mattermost_chat" not in text and "assotic-mattermost-chat" not in text, op.name
     assert "-d mattermost_ulap" in ulap_ops[3].commands[0]
     assert not any(op.name.startswith("Mattermost chat: ") for op in changing(ops))
+
+
+def instance_ops(name, unit_template=True):
+    """The operations of one instance's install, after its code: folders, the files its unit
+    reads (the host's one unit template with its first instance only), restart, enable."""
+    data = f"/srv/assotic/{name}/mattermost/data"
+    unit = f"assotic-mattermost@{name}.service"
+    return [*(f"Create {data}/{sub}" for sub in ("files", "plugins", "client-plugins", "export", "import")),
+            "Create /etc/assotic/mattermost", f"Render /etc/assotic/mattermost/{name}.env",
+            *(["Render /etc/systemd/system/assotic-mattermost@.service"] if unit_template else []),
+            f"Render /etc/systemd/system/{unit}.d/assotic-release.conf",
+            f"Restart {unit} (new code, unit or environment)", f"Enable and start {unit}"]
+
+
+def plan_both(tmp_path, rel):
+    """The two example instances of web-1 on a fresh host, as deploy.py runs them: in order."""
+    local = None
+    if rel is not None:
+        local = tmp_path / rel.filename
+        local.write_bytes(b"not really a tarball")
+    chat, ulap = instance("chat"), instance("ulap")
+    data = {"platform": Platform(tenants=[t for _, t in LOADED], secrets=None)}
+    fake = FakeHost("web-1", {"web": ["web-1"]}, data, FRESH)
+    return fake.plan(lambda: [mattermost.mattermost(inst, rel, local, Secrets()) for inst in (chat, ulap)])
+
+
+def test_first_install_plans_every_operation_in_this_order(tmp_path):
+    """The whole plan, pinned: a refactor of the role that renames, reorders or drops an
+    operation, or changes which one is conditional, shows here first."""
+    ops = plan_both(tmp_path, release("11.1.1"))
+    tarball = "mattermost-team-11.1.1-linux-amd64.tar.gz"
+    code = ["Create /var/cache/assotic/artifacts", "Create /opt/assotic", f"Upload {tarball}",
+            f"Unpack mattermost 11.1.1 ({tarball}) into /opt/assotic/mattermost-11.1.1"]
+    curl = "Install curl (the local-mode API client)"
+    assert [op.name for op in ops] == [
+        *code, curl, *instance_ops("chat"),
+        "Mattermost chat: create team toitcommun Toit Commun, association d'habitat solidaire",
+        "Upload the new account of sylvie for chat (0600)",
+        "Mattermost chat: create user toitcommun sylvie", "Mattermost chat: add member toitcommun sylvie",
+        "Mattermost chat: make team admin toitcommun sylvie",
+        "Mattermost chat: create team zerodechet Zéro Déchet Villeurbanne",
+        "Upload the new account of lucie for chat (0600)",
+        "Mattermost chat: create user zerodechet lucie", "Mattermost chat: add member zerodechet lucie",
+        "Mattermost chat: make team admin zerodechet lucie",
+        curl, *instance_ops("ulap", unit_template=False),
+        "Mattermost ulap: create team ulap Union locale des associations du Plateau",
+        "Upload the new account of nadia_benali for ulap (0600)",
+        "Mattermost ulap: create user ulap nadia_benali", "Mattermost ulap: add member ulap nadia_benali",
+        "Mattermost ulap: make team admin ulap nadia_benali",
+        "Upload the new account of jpmorel for ulap (0600)",
+        "Mattermost ulap: create user ulap jpmorel", "Mattermost ulap: add member ulap jpmorel",
+        "Mattermost ulap: make team admin ulap jpmorel"]
+    assert [op.name for op in ops if op.global_arguments.get("_if")] == [
+        "Restart assotic-mattermost@chat.service (new code, unit or environment)",
+        "Restart assotic-mattermost@ulap.service (new code, unit or environment)"]
+
+
+def test_standin_plans_the_same_unit_and_no_team_step(tmp_path):
+    ops = plan_both(tmp_path, None)
+    standin = "Render /opt/assotic/standin/mattermost-standin.py"
+    assert [op.name for op in ops] == [
+        "Install what the Mattermost stand-in needs (python3-psycopg2, curl)", "Create /opt/assotic/standin",
+        standin, *instance_ops("chat"), standin, *instance_ops("ulap", unit_template=False)]
