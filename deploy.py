@@ -95,4 +95,4 @@ for app in plan.apps:
         bbb.nextcloud_integration(app.tenant, app.release, plan.secrets, inventory)
 
 if plan.backed_up:
-    backup.backup([b.spec for b in plan.backups], plan.host_backup_paths)
+    backup.backup(plan)

@@ -22,19 +22,19 @@ from typing import Any
 
 from assotic.templating import template_environment
 
+from assotic.layout import (BACKUP_STAGING_DIR, BACKUP_STATE_DIR, BACKUP_STATUS_DIR, HOST_BACKUP_JOB, backup_job,
+                            backup_unit, host_secret)
 from assotic.needs import BackupSpec
-from assotic.tenants import Retention, Tenant
+from assotic.tenants import Retention
 
 MARKER = "# assotic-backup: managed by roles/backup"
 ETC_DIR = "/etc/assotic/backup"
-STATE_DIR = "/var/lib/assotic/backup"
 CACHE_DIR = "/var/cache/assotic-backup/restic"
 LIB_DIR = "/usr/local/lib/assotic-backup"
 LIB_PATH = f"{LIB_DIR}/lib.sh"
 UNIT_DIR = "/etc/systemd/system"
 SSH_ALIAS = "assotic-backup-target"
 REPO_PATH = "/repo"  # inside the account's chroot on the backup target
-HOST_JOB = "host"
 CHECK_JOB = "check"
 PACKAGES = ["restic", "sqlite3", "jq", "openssh-client", "curl"]
 # The deploy's own state on a host, saved by the host job besides /etc.
@@ -112,7 +112,7 @@ class BackupContext:
     lock_wait_s: int
     marker: str = MARKER
     etc_dir: str = ETC_DIR
-    state_dir: str = STATE_DIR
+    state_dir: str = BACKUP_STATE_DIR  # templates/backup: $STATE/status, $STATE/staging
     cache_dir: str = CACHE_DIR
     lib_path: str = LIB_PATH
     ssh_alias: str = SSH_ALIAS
@@ -159,23 +159,13 @@ def sqlite_excludes(live: str) -> tuple[str, ...]:
     return (live, f"{live}-wal", f"{live}-shm", f"{live}-journal")
 
 
-def retention_for(spec: BackupSpec, by_slug: dict[str, Tenant]) -> Retention:
-    """The instance's own tenant's retention; for a shared instance, the longest of each
-    period among the associations on it (one of them may need a year of history)."""
-    if not spec.retention_of and spec.instance.slug in by_slug:
-        return by_slug[spec.instance.slug].backup.retention
-    kept = [by_slug[slug].backup.retention for slug in spec.retention_of] or [Retention()]
-    return Retention(daily=max(r.daily for r in kept), weekly=max(r.weekly for r in kept),
-                     monthly=max(r.monthly for r in kept))
-
-
 def tenant_job(spec: BackupSpec, retention: Retention, host_name: str, data: Any) -> Job:
     inst = spec.instance
-    name = f"{inst.slug}-{inst.app}"
+    name = backup_job(inst.slug, inst.app)
     excludes = tuple(spec.excludes) + tuple(e for live in spec.sqlite for e in sqlite_excludes(live))
     return Job(
         name=name,
-        unit=f"assotic-backup-{name}",
+        unit=backup_unit(name),
         description=f"assotic backup of {inst.app} for {inst.slug}",
         tags=(f"tenant:{inst.slug}", f"app:{inst.app}", f"host:{host_name}"),
         paths=tuple(spec.paths),
@@ -198,24 +188,23 @@ def host_job(host_name: str, data: Any, extra_paths: tuple[str, ...] = ()) -> Jo
     (a BBB host: FreeSWITCH's configuration, recordings if data asks)."""
     retention = knob(data, "backup_host_retention")
     return Job(
-        name=HOST_JOB,
-        unit="assotic-backup-host",
+        name=HOST_BACKUP_JOB,
+        unit=backup_unit(HOST_BACKUP_JOB),
         description=f"assotic backup of {host_name} itself (/etc, the deploy's state)",
         tags=("kind:host", "app:host", f"host:{host_name}"),
         paths=HOST_PATHS + tuple(extra_paths),
-        excludes=(f"{STATE_DIR}/staging", f"{STATE_DIR}/restore*"),
+        excludes=(BACKUP_STAGING_DIR, f"{BACKUP_STATE_DIR}/restore*"),
         keep_daily=int(retention["daily"]),
         keep_weekly=int(retention["weekly"]),
         keep_monthly=int(retention["monthly"]),
-        on_calendar=nightly(data, host_name, HOST_JOB),
+        on_calendar=nightly(data, host_name, HOST_BACKUP_JOB),
     )
 
 
-def jobs_for(specs: list[BackupSpec], tenants: list[Tenant], host_name: str, data: Any,
-             extra_host_paths: tuple[str, ...] = ()) -> list[Job]:
-    """Every nightly job of a host: one per instance, in need order, then the host itself."""
-    by_slug = {t.slug: t for t in tenants}
-    jobs = [tenant_job(spec, retention_for(spec, by_slug), host_name, data) for spec in specs]
+def jobs_for(backups: list, host_name: str, data: Any, extra_host_paths: tuple[str, ...] = ()) -> list[Job]:
+    """Every nightly job of a host: one per planned backup (roles.plan.PlannedBackup: a spec
+    and its retention), in need order, then the host itself."""
+    jobs = [tenant_job(b.spec, b.retention, host_name, data) for b in backups]
     names = [j.name for j in jobs]
     if len(names) != len(set(names)):
         raise ValueError(f"roles/backup: duplicate backup jobs {names}")
@@ -316,11 +305,13 @@ def unit_files(context: BackupContext, unit: Unit) -> tuple[str, str]:
 # -- deploy -----------------------------------------------------------------------------------
 
 
-def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> None:
-    """Install and schedule this host's backup jobs (after the apps are deployed)."""
+def backup(plan: Any) -> None:
+    """Install and schedule this host's backup jobs (after the apps are deployed), from its
+    plan (roles.plan.HostPlan): its backups with their retention, what group roles add to the
+    host's own job, and the secrets store."""
     from pyinfra import host
 
-    secrets = _secrets_store()
+    secrets = plan.secrets
     data = _backup_knobs()
     context = backup_context(host.name, data, secrets)
     _install_packages(context)
@@ -328,7 +319,7 @@ def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> N
         host.noop(f"!!! {host.name}: no backup_target in data: NOTHING on this host is backed up "
                   "(docs/backup.md)")
         return
-    jobs = jobs_for(specs, _retention_tenants(), host.name, data, extra_host_paths)
+    jobs = jobs_for(list(plan.backups), host.name, data, plan.host_backup_paths)
     _create_folders()
     _install_secrets(context, secrets, data)
     _install_scripts(context, jobs)
@@ -336,25 +327,11 @@ def backup(specs: list[BackupSpec], extra_host_paths: tuple[str, ...] = ()) -> N
     _initialise_repository(context)
 
 
-def _secrets_store() -> Any:
-    """Where the repository password, SSH key and S3 and SMTP credentials come from."""
-    from pyinfra import host
-
-    return host.data.platform.secrets
-
-
 def _backup_knobs() -> Any:
     """The data the backup_* knobs (DEFAULTS) are read from: this host's data."""
     from pyinfra import host
 
     return host.data
-
-
-def _retention_tenants() -> list[Tenant]:
-    """The associations whose retention the jobs keep (retention_for), from this host's data."""
-    from pyinfra import host
-
-    return host.data.platform.tenants
 
 
 def _install_packages(context: BackupContext | None) -> None:
@@ -373,8 +350,8 @@ def _create_folders() -> None:
     restic's cache, the scripts."""
     from pyinfra.operations import files
 
-    for path, mode in ((ETC_DIR, "0700"), (STATE_DIR, "0755"), (f"{STATE_DIR}/status", "0755"),
-                       (f"{STATE_DIR}/staging", "0711"), (CACHE_DIR, "0700"), (LIB_DIR, "0755")):
+    for path, mode in ((ETC_DIR, "0700"), (BACKUP_STATE_DIR, "0755"), (BACKUP_STATUS_DIR, "0755"),
+                       (BACKUP_STAGING_DIR, "0711"), (CACHE_DIR, "0700"), (LIB_DIR, "0755")):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode=mode,
                         present=True)
 
@@ -396,11 +373,11 @@ def _install_secrets(context: BackupContext, secrets: Any, data: Any) -> None:
 
     from .sshkey import private_key_text
 
-    _put_secret(f"{ETC_DIR}/restic.password", secrets.get(f"hosts/{host.name}/restic_password") + "\n")
+    _put_secret(f"{ETC_DIR}/restic.password", secrets.get(host_secret(host.name, "restic_password")) + "\n")
     _put_secret(f"{ETC_DIR}/restic.env", render("restic.env.j2", backup=context))
     if context.sftp:
         _put_secret(f"{ETC_DIR}/id_ed25519", private_key_text(
-            secrets.get(f"hosts/{host.name}/backup_ssh_key"), f"assotic-backup@{host.name}"))
+            secrets.get(host_secret(host.name, "backup_ssh_key")), f"assotic-backup@{host.name}"))
     if context.mail_to:
         smtp = knob(data, "backup_smtp") or {}
         if not smtp.get("password_secret"):

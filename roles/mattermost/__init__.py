@@ -45,6 +45,7 @@ from assotic.tenants import Tenant
 from roles.standin import STANDIN_ROOT
 from assotic.templating import render
 
+from assotic.layout import tenant_secret
 from assotic.mattermost import APP, MattermostInstance, team_name
 
 ENV_DIR = "/etc/assotic/mattermost"
@@ -341,14 +342,15 @@ _code_scheduled: set[tuple[str, str]] = set()
 
 def deploy(app, secrets: Any) -> None:
     """The app-role interface (roles/plan.py APP_ROLES): deploy one planned instance."""
-    mattermost(app.instance, app.release, app.release_path, secrets)
+    mattermost(app.instance, app.release, app.release_path, secrets, app.tenants)
 
 
 def mattermost(inst: MattermostInstance, release: Artifact | None, local_release_path,
-               secrets: Any) -> None:
+               secrets: Any, tenants: tuple[Tenant, ...] | list[Tenant]) -> None:
     """Install, configure and start one instance, then its teams (after the shared roles ran).
 
     `release` None: the stand-in runs in the same unit (the caller checked the policy).
+    `tenants`: the associations on the instance, one team each (the plan's AppPlan.tenants).
     """
     from pyinfra import host
 
@@ -357,7 +359,6 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
     changed += _install_configuration(inst, release, secrets)
     _restart_and_enable(inst, changed)
 
-    tenants = _tenants_on(inst)
     if release is None:
         host.noop(f"!!! mattermost instance {inst.name}: the stand-in has no mmctl; teams "
                   f"{', '.join(team_name(t.slug) for t in tenants) or '(none)'} and their admins "
@@ -462,13 +463,6 @@ def _restart_and_enable(inst: MattermostInstance, changed: list) -> None:
                     running=True, enabled=True)
 
 
-def _tenants_on(inst: MattermostInstance) -> list[Tenant]:
-    """The associations on the instance, one team each, from this host's data (tenant order)."""
-    from pyinfra import host
-
-    return [t for t in host.data.platform.tenants if t.slug in inst.tenants]
-
-
 def _create_teams_and_admins(inst: MattermostInstance, release: Artifact, tenants: list[Tenant],
                              secrets: Any) -> None:
     """Each association's team and admins, only what the instance lacks (team_steps), in the
@@ -517,7 +511,7 @@ def _upload_new_account(inst: MattermostInstance, step: TeamStep, tenant: Tenant
 
     from pyinfra.operations import files
 
-    password = (secrets.get(f"tenants/{tenant.slug}/{APP}/admin_password") if step.first_admin
+    password = (secrets.get(tenant_secret(tenant.slug, APP, "admin_password")) if step.first_admin
                 else random_secrets.token_urlsafe(24))
     body_file = f"{inst.app_instance.tmp_dir}/mattermost-new-user.json"
     files.put(name=f"Upload the new account of {step.username} for {inst.name} (0600)",

@@ -16,6 +16,7 @@ from assotic.tenants import load_tenants
 from roles import backup, backup_target, mattermost, nextcloud, paheko
 from assotic.mattermost import MattermostInstance
 from roles.backup.sshkey import private_key_text, public_key_line
+from roles.plan import PlannedBackup, retention_for
 
 REPO = Path(__file__).resolve().parents[2]
 TENANTS = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]
@@ -29,6 +30,11 @@ SFTP = {"backup_target": {"host": "backup-1", "address": "172.17.0.4", "port": 2
 class FakeSecrets:
     def get(self, name: str) -> str:
         return f"SECRET-{name.replace('/', '-')}"
+
+
+def planned(backup_specs, tenants=TENANTS):
+    """The specs as the host's plan holds them: each with its retention (roles.plan)."""
+    return [PlannedBackup(spec, retention_for(spec, tenants)) for spec in backup_specs]
 
 
 def specs(release_nc=None, release_pa=None):
@@ -59,7 +65,7 @@ def test_mattermost_instances_are_backed_up_with_the_longest_retention_of_their_
     shared_spec, = mattermost.mattermost_needs(shared, None).backups
     assert own_spec.postgres_db == "mattermost_ulap" and own_spec.retention_of == ()
     assert own_spec.paths == ("/srv/assotic/ulap/mattermost/data", "/srv/assotic/ulap/mattermost/config")
-    jobs = {j.name: j for j in backup.jobs_for([own_spec, shared_spec], TENANTS, "web-1", SFTP)}
+    jobs = {j.name: j for j in backup.jobs_for(planned([own_spec, shared_spec]), "web-1", SFTP)}
     ulap = ULAP.backup.retention
     toit = next(t for t in TENANTS if t.slug == "toitcommun").backup.retention
     assert (jobs["ulap-mattermost"].keep_daily, jobs["ulap-mattermost"].keep_monthly) == (ulap.daily, ulap.monthly)
@@ -67,12 +73,12 @@ def test_mattermost_instances_are_backed_up_with_the_longest_retention_of_their_
     assert jobs["chat-mattermost"].keep_monthly == max(ulap.monthly, toit.monthly)
     assert jobs["chat-mattermost"].tags[0] == "tenant:chat"
     lonely = MattermostInstance("empty", "web-1", "x.example.org", 8066, (), declared=True)
-    job, _host = backup.jobs_for(mattermost.mattermost_needs(lonely, None).backups, TENANTS, "web-1", SFTP)
+    job, _host = backup.jobs_for(planned(mattermost.mattermost_needs(lonely, None).backups), "web-1", SFTP)
     assert job.keep_daily == 7  # the schema's default retention
 
 
 def test_jobs_tags_retention_and_never_the_live_sqlite_file():
-    jobs = backup.jobs_for(specs(), TENANTS, "web-1", SFTP)
+    jobs = backup.jobs_for(planned(specs()), "web-1", SFTP)
     assert [j.name for j in jobs] == ["ulap-nextcloud", "ulap-paheko", "host"]
     nc, pa, host = jobs
     assert nc.tags == ("tenant:ulap", "app:nextcloud", "host:web-1")
@@ -83,9 +89,9 @@ def test_jobs_tags_retention_and_never_the_live_sqlite_file():
 
 
 def test_timer_times_are_stable_spread_and_in_the_night_window():
-    first = [j.on_calendar for j in backup.jobs_for(specs(), TENANTS, "web-1", SFTP)]
-    again = [j.on_calendar for j in backup.jobs_for(specs(), TENANTS, "web-1", SFTP)]
-    other = [j.on_calendar for j in backup.jobs_for(specs(), TENANTS, "web-2", SFTP)]
+    first = [j.on_calendar for j in backup.jobs_for(planned(specs()), "web-1", SFTP)]
+    again = [j.on_calendar for j in backup.jobs_for(planned(specs()), "web-1", SFTP)]
+    other = [j.on_calendar for j in backup.jobs_for(planned(specs()), "web-2", SFTP)]
     assert first == again and first != other
     for calendar in first:
         hour = int(calendar.split()[1].split(":")[0])
@@ -95,7 +101,7 @@ def test_timer_times_are_stable_spread_and_in_the_night_window():
 
 def test_rendered_scripts_are_valid_bash_with_a_trap_and_status_last():
     context = backup.backup_context("web-1", SFTP, FakeSecrets())
-    jobs = backup.jobs_for(specs(NEXTCLOUD, PAHEKO), TENANTS, "web-1", SFTP)
+    jobs = backup.jobs_for(planned(specs(NEXTCLOUD, PAHEKO)), "web-1", SFTP)
     files = backup.rendered_files(context, jobs)
     for path, (text, _mode) in files.items():
         if path.endswith(".sh"):

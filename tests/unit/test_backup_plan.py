@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from types import SimpleNamespace
 
 from fake_facts import FakeHost
-from test_backup import SFTP, TENANTS, ULAP, FakeSecrets
+from test_backup import SFTP, TENANTS, ULAP, FakeSecrets, planned
 from test_mattermost import built
 from test_mattermost_plan import changing
 
 from assotic.preflight import Platform
+from assotic.layout import BACKUP_STAGING_DIR, BACKUP_STATE_DIR, BACKUP_STATUS_DIR
 from roles import backup, mattermost, nextcloud, paheko
 from roles.backup.sshkey import private_key_text
 
@@ -34,7 +36,8 @@ def specs():
 def plan(facts, data=SFTP):
     data = {"platform": Platform(tenants=TENANTS, secrets=FakeSecrets()), **data}
     fake = FakeHost("web-1", {"web": ["web-1"]}, data, facts)
-    return fake.plan(backup.backup, specs())
+    host_plan = SimpleNamespace(backups=planned(specs()), host_backup_paths=(), secrets=FakeSecrets())
+    return fake.plan(backup.backup, host_plan)
 
 
 def test_first_deploy_plans_every_operation_in_this_order():
@@ -44,8 +47,8 @@ def test_first_deploy_plans_every_operation_in_this_order():
     lib, etc, units = backup.LIB_DIR, backup.ETC_DIR, backup.UNIT_DIR
     assert [op.name for op in ops] == [
         "Install restic and the backup tools",
-        *(f"Create {path}" for path in (etc, backup.STATE_DIR, f"{backup.STATE_DIR}/status",
-                                        f"{backup.STATE_DIR}/staging", backup.CACHE_DIR, lib)),
+        *(f"Create {path}" for path in (etc, BACKUP_STATE_DIR, BACKUP_STATUS_DIR,
+                                        BACKUP_STAGING_DIR, backup.CACHE_DIR, lib)),
         f"Install {etc}/restic.password (0600)", f"Install {etc}/restic.env (0600)",
         f"Install {etc}/id_ed25519 (0600)",
         *(f"Render {lib}/{script}.sh" for script in ("lib", "init", "check", *JOBS)),
@@ -80,7 +83,7 @@ def test_a_stale_job_is_stopped_and_removed_and_a_ready_repository_is_not_initia
 def current_facts():
     """A host where every file, folder, unit and the repository are as this deploy wants them."""
     context = backup.backup_context("web-1", SFTP, FakeSecrets())
-    jobs = backup.jobs_for(specs(), TENANTS, "web-1", SFTP)
+    jobs = backup.jobs_for(planned(specs()), "web-1", SFTP)
     units = backup.units_for(jobs, "web-1", SFTP)
     files = dict(backup.rendered_files(context, jobs))
     for unit in units:
@@ -96,8 +99,8 @@ def current_facts():
     for path, (content, mode) in files.items():
         folder = facts.setdefault(("FolderFiles", (("folder", path.rsplit("/", 1)[0]),)), {})
         folder[path] = (hashlib.sha1(content.encode()).hexdigest(), "root", "root", int(mode, 8))
-    for path, mode in ((backup.ETC_DIR, 700), (backup.STATE_DIR, 755), (f"{backup.STATE_DIR}/status", 755),
-                       (f"{backup.STATE_DIR}/staging", 711), (backup.CACHE_DIR, 700), (backup.LIB_DIR, 755)):
+    for path, mode in ((backup.ETC_DIR, 700), (BACKUP_STATE_DIR, 755), (BACKUP_STATUS_DIR, 755),
+                       (BACKUP_STAGING_DIR, 711), (backup.CACHE_DIR, 700), (backup.LIB_DIR, 755)):
         facts[("Directory", (("path", path),))] = {"mode": mode, "user": "root", "group": "root"}
     return facts
 

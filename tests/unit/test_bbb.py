@@ -495,7 +495,7 @@ def test_bbb_host_backup_adds_freeswitch_and_recordings_only_when_asked():
     with pytest.raises(BbbDataError, match="bbb_backup_recordings: True or False"):
         backup_paths({"bbb_backup_recordings": "yes"})
     data = {"backup_target": {"host": "backup-1", "address": "192.0.2.9"}}
-    host_job, = backup.jobs_for([], [], "bbb-1", data, backup_paths({}))
+    host_job, = backup.jobs_for([], "bbb-1", data, backup_paths({}))
     assert host_job.name == "host" and "/etc" in host_job.paths  # /etc/bigbluebutton with it
     assert "/opt/freeswitch/etc/freeswitch" in host_job.paths
 

@@ -49,7 +49,7 @@ def plan(tmp_path, inst, rel, facts, tenants=None):
     local = tmp_path / rel.filename
     local.write_bytes(b"not really a tarball")
     fake = FakeHost("web-1", {"web": ["web-1"]}, data, facts)
-    ops = fake.plan(mattermost.mattermost, inst, rel, local, Secrets())
+    ops = fake.plan(mattermost.mattermost, inst, rel, local, Secrets(), served(inst))
     return ops, fake
 
 
@@ -248,8 +248,8 @@ def test_a_second_instance_on_the_same_host_has_its_own_user_socket_database_and
     facts["SystemdEnabled"] = {mattermost.unit_name(chat): True}
 
     def both():
-        mattermost.mattermost(chat, rel, local, Secrets())
-        mattermost.mattermost(ulap, rel, local, Secrets())
+        mattermost.mattermost(chat, rel, local, Secrets(), served(chat))
+        mattermost.mattermost(ulap, rel, local, Secrets(), served(ulap))
 
     fake = FakeHost("web-1", {"web": ["web-1"]}, data, facts)
     ops = fake.plan(both)
@@ -275,6 +275,11 @@ def test_a_second_instance_on_the_same_host_has_its_own_user_socket_database_and
     assert not any(op.name.startswith("Mattermost chat: ") for op in changing(ops))
 
 
+def served(inst):
+    """The associations on an instance, as the host's plan gives them (AppPlan.tenants)."""
+    return [t for _, t in LOADED if t.slug in inst.tenants]
+
+
 def instance_ops(name, unit_template=True):
     """The operations of one instance's install, after its code: folders, the files its unit
     reads (the host's one unit template with its first instance only), restart, enable."""
@@ -296,7 +301,8 @@ def plan_both(tmp_path, rel):
     chat, ulap = instance("chat"), instance("ulap")
     data = {"platform": Platform(tenants=[t for _, t in LOADED], secrets=None)}
     fake = FakeHost("web-1", {"web": ["web-1"]}, data, FRESH)
-    return fake.plan(lambda: [mattermost.mattermost(inst, rel, local, Secrets()) for inst in (chat, ulap)])
+    return fake.plan(lambda: [mattermost.mattermost(inst, rel, local, Secrets(), served(inst))
+                              for inst in (chat, ulap)])
 
 
 def test_first_install_plans_every_operation_in_this_order(tmp_path):

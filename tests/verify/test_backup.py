@@ -8,14 +8,15 @@ import time
 
 import pytest
 
+from assotic.layout import HOST_BACKUP_JOB, backup_status_file, backup_unit
 from roles import backup, backup_target
 
 
 @pytest.fixture(scope="module")
-def jobs(pyinfra_host, data, needs):
+def jobs(pyinfra_host, data, plan):
     if backup.backup_context(pyinfra_host.name, data) is None:
         pytest.skip("no backup_target in this host's data")
-    return backup.jobs_for(needs.backups, data.platform.tenants, pyinfra_host.name, data)
+    return backup.jobs_for(list(plan.backups), pyinfra_host.name, data)
 
 
 @pytest.mark.hosts_in("web")
@@ -52,9 +53,9 @@ def test_repository_answers(host, jobs):
 def test_status_fresh_after_a_run(host, jobs):
     """Start the smallest job (the host's own) and check its status file is new and complete."""
     before = time.time()
-    result = host.run("systemctl start assotic-backup-host.service")
+    result = host.run(f"systemctl start {backup_unit(HOST_BACKUP_JOB)}.service")
     assert result.rc == 0, result.stderr
-    status = json.loads(host.file(f"{backup.STATE_DIR}/status/host.json").content_string)
+    status = json.loads(host.file(backup_status_file(HOST_BACKUP_JOB)).content_string)
     finished = calendar.timegm(time.strptime(status["finished_at"], "%Y-%m-%dT%H:%M:%SZ"))
     assert finished >= before - 120 and status["snapshot_id"] and status["duration_s"] >= 0
 
