@@ -2,9 +2,11 @@
 
 Application roles (roles/nextcloud, roles/paheko, ...) never configure nginx,
 PHP-FPM, PostgreSQL or Redis themselves. They turn each tenant into lists of
-needs (vhosts, PHP pools, databases, Redis instances, timers, backups, firewall openings),
+needs (HostNeeds: vhosts, PHP pools, databases, Redis instances, timers, backups),
 and the shared roles that own those services consume the lists (the DebOps
 way). Everything here is pure data, built and tested without a host.
+Firewall openings are not among them: roles/plan.py derives them (firewall_openings, kept in
+each HostPlan) from the vhosts (80, 443), host data (SSH) and the host's groups (turn, bbb).
 
 Naming, for one app of one association (an "instance"), e.g. paheko for ulap:
   Unix user, PHP pool, PostgreSQL role and database   paheko_ulap

@@ -2,8 +2,10 @@
 
 pyinfra prints one status line per operation and host: `[web-1] Success` when the
 operation ran commands (it changed something), `[web-1] No changes` otherwise.
-The idempotence test and `make idempotence` count the first kind: a second
-deploy must print none.
+The lab tests count the first kind: a second deploy must print none
+(tests/lab/test_lab.py test_second_deploy_changes_nothing, run by `make test-lab`; the
+drift, killed-deploy, backup and real-Paheko lab tests too), and `make bench` reports
+the count of its no-op deploy.
 """
 
 from __future__ import annotations

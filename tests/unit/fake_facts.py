@@ -3,6 +3,8 @@
 Nothing connects and nothing executes: pyinfra records the operations a deploy function
 would run, and each operation's commands are generated against the same stubbed facts.
 A fact the test did not provide fails loudly (no silent default hides a new dependency).
+FakeHost is the one fake of pyinfra's host for the whole unit suite: plan with it, not with a
+stand-in object that answers get_fact.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fake_facts import FakeHost
 
 from assotic import artifacts
 from assotic.artifacts import (
@@ -351,41 +352,39 @@ def test_unpack_command_really_unpacks_once_into_a_read_only_tree(tmp_path, monk
     assert oct((tree / "www/index.php").stat().st_mode & 0o777) == "0o644"
 
 
-class FakeHost:
-    """Stands for pyinfra's host: answers File facts from a dict, fails on anything else."""
-
-    def __init__(self, files, name="web-1"):
-        self.files = files
-        self.name = name
-
-    def get_fact(self, fact, **kwargs):
-        from pyinfra.facts.files import File
-
-        assert fact is File, f"unexpected fact {fact}"
-        return self.files.get(kwargs["path"])
+def release_facts(a: Artifact, unpacked: bool) -> dict:
+    """What install_release asks the host: its two folders, the upload (already there, same
+    checksum) and the unpack markers, new and old place."""
+    return {
+        ("Directory", (("path", artifacts.REMOTE_CACHE),)): {"mode": 700, "user": "root", "group": "root"},
+        ("Directory", (("path", artifacts.OPT_ROOT),)): {"mode": 755, "user": "root", "group": "root"},
+        ("File", (("path", a.remote_path),)): {"mode": 600, "user": "root", "group": "root"},
+        ("Sha1File", (("path", a.remote_path),)): hashlib.sha1(CONTENT).hexdigest(),
+        ("File", (("path", artifacts.unpacked_marker(a)),)): {"mode": 644} if unpacked else None,
+        ("File", (("path", f"{a.install_dir}/{artifacts.OLD_UNPACKED_MARKER}"),)): None,
+    }
 
 
 def test_install_release_skips_the_unpack_when_the_marker_exists(monkeypatch, tmp_path):
-    import pyinfra
-    from pyinfra.operations import files, server
-
     monkeypatch.setattr(artifacts, "_scheduled", {})
-    calls = []
-    monkeypatch.setattr(files, "directory", lambda **kw: calls.append(("directory", kw["path"])))
-    monkeypatch.setattr(files, "put", lambda **kw: calls.append(("put", kw["dest"])))
-    monkeypatch.setattr(server, "shell", lambda **kw: calls.append(("shell", kw["name"])) or "op")
     a = make_artifact()
-    marker = artifacts.unpacked_marker(a)
+    local = tmp_path / a.filename
+    local.write_bytes(CONTENT)
+    unpack = f"Unpack {a.label} into {a.install_dir}"
 
-    monkeypatch.setattr(pyinfra, "host", FakeHost({marker: {"mode": 644}}))
-    assert artifacts.install_release(a, tmp_path / a.filename) is None
-    assert ("put", a.remote_path) in calls and not any(c[0] == "shell" for c in calls)
+    returned = []
+    ops = FakeHost("web-1", {"web": ["web-1"]}, {}, release_facts(a, unpacked=True)).plan(
+        lambda: returned.append(artifacts.install_release(a, local)))
+    assert returned == [None]
+    assert f"Upload {a.filename}" in [op.name for op in ops]
+    assert unpack not in [op.name for op in ops]
 
-    calls.clear()
-    monkeypatch.setattr(pyinfra, "host", FakeHost({}, name="web-2"))
-    assert artifacts.install_release(a, tmp_path / a.filename) == "op"
-    assert calls[-1] == ("shell", f"Unpack {a.label} into {a.install_dir}")
+    def two_tenants():
+        returned.extend([artifacts.install_release(a, local), artifacts.install_release(a, local)])
+
+    returned.clear()
+    ops = FakeHost("web-2", {"web": ["web-2"]}, {}, release_facts(a, unpacked=False)).plan(two_tenants)
     # A second tenant on the same host in the same run: nothing scheduled twice.
-    calls.clear()
-    assert artifacts.install_release(a, tmp_path / a.filename) == "op"
-    assert calls == []
+    assert [op.name for op in ops].count(unpack) == 1
+    assert returned[0] is not None and returned[1] is returned[0]
+    assert [op.commands for op in ops if op.name == unpack] == [[artifacts.unpack_command(a)]]

@@ -292,18 +292,30 @@ def test_host_plan_for_the_examples(lab_host_data):
                                                      "nextcloud_zerodechet", "paheko_zerodechet"}
 
 
-def test_every_example_renders(lab_host_data):
-    data = lab_host_data
-    for host_name in ("web-1", "web-2"):
-        needs = plan_host(host_name, data, ["web"], "12").needs
-        for pool in needs.pools:
-            for version in php.PHP_VERSIONS.values():
-                php.pool_config(pool, php.PhpSettings(version=version))
-        postgresql.pg_hba_lines(needs.databases)
-        for instance in needs.redis:
-            redis.redis_config(instance, "pw")
-        for timer in needs.timers:
-            timers.timer_units(timer)
+@pytest.mark.parametrize("host_name", ["web-1", "web-2"])
+def test_every_example_renders(lab_host_data, host_name):
+    """Each backend file of each example need renders, and names that need (not another's)."""
+    needs = plan_host(host_name, lab_host_data, ["web"], "12").needs
+    assert needs.pools and needs.databases and needs.redis and needs.timers  # nothing skipped unseen
+    for pool in needs.pools:
+        user = pool.instance.user
+        for version in php.PHP_VERSIONS.values():
+            text = php.pool_config(pool, php.PhpSettings(version=version))
+            assert f"\n[{user}]\n" in text and f"\nuser = {user}\n" in text
+            assert f"\nlisten = {pool.instance.php_socket}\n" in text
+    hba = [line.split() for line in postgresql.pg_hba_lines(needs.databases).splitlines()
+           if line and not line.startswith("#")]
+    for database in needs.databases:
+        assert ["local", database.name, database.owner, "scram-sha-256"] in hba
+    for instance in needs.redis:
+        text = redis.redis_config(instance, "pw")
+        assert f"\nunixsocket {instance.socket}\n" in text
+        assert f"\nuser {instance.acl_user} on #{hashlib.sha256(b'pw').hexdigest()} " in text
+    for timer in needs.timers:
+        service, timer_text = timers.timer_units(timer)
+        assert f"\nUser={timer.user}\n" in service
+        assert f"\nOnCalendar={timer.on_calendar}\n" in timer_text
+        assert f"\nUnit={timer.unit}.service\n" in timer_text
 
 
 def test_redis_password_is_generated_for_nextcloud_only(tenants):

@@ -93,13 +93,6 @@ def test_platform_secrets_turn_and_bbb_are_generated():
     assert preflight.platform_secret_names(InventoryView("i.py", {"web": ["web-1"]}, {})) == []
 
 
-def test_example_inventory_passes_make_check_structure():
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[2] / "inventory" / "example.py").read_text()
-    assert "bbb = [" in text and "turn = [" in text and "web = [" in text
-
-
 # -- rendered files ------------------------------------------------------------------------------
 
 

@@ -31,8 +31,8 @@ def inventory(tmp_path: Path, port: int = 22) -> Path:
     return path
 
 
-def run(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+def run(*args: str, env: dict, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=REPO, env=env, input=stdin, capture_output=True, text=True, timeout=120)
 
 
 def test_check_accepts_the_examples_and_writes_nothing(tmp_path, env):
@@ -43,6 +43,27 @@ def test_check_accepts_the_examples_and_writes_nothing(tmp_path, env):
     assert result.returncode == 0, result.stderr
     assert "3 association(s) are valid" in result.stdout
     assert "generated secret(s) are not in the store yet" in result.stdout
+    assert Path(env["ASSOTIC_SECRETS_FILE"]).read_bytes() == store_before
+
+
+def test_check_refuses_the_example_inventory_until_the_sip_password_is_stored(env):
+    """inventory/example.py (web, BigBlueButton and TURN hosts) through `make check`, as its
+    docstring tells the operator: refused, naming the missing SIP password; valid once stored."""
+    python = str(VENV_BIN / "python")
+    check = (python, "-m", "commands", "check", "--inventory", "inventory/example.py")
+    assert run(python, "-m", "commands", "secrets", "init", env=env).returncode == 0
+    refused = run(*check, env=env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "inventory/example.py: bbb-1.bbb_sip.password_secret" in refused.stderr
+    assert "make secret-set NAME=sip/bbb-1/password" in refused.stderr
+
+    stored = run(python, "-m", "commands", "secrets", "set", "sip/bbb-1/password",
+                 env=env, stdin="not-a-real-sip-password")
+    assert stored.returncode == 0, stored.stderr
+    store_before = Path(env["ASSOTIC_SECRETS_FILE"]).read_bytes()
+    result = run(*check, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "hosts: web-1, web-2, bbb-1, turn-1" in result.stdout
     assert Path(env["ASSOTIC_SECRETS_FILE"]).read_bytes() == store_before
 
 
