@@ -454,10 +454,10 @@ def load_platform(inventory: Any, argv: list[str] | None = None, mattermost_inst
                                     mattermost_instances, mattermost_edition)
     except InputError as err:
         exit_with(err.problems)
-    if os.environ.get("ASSOTIC_CHECK_ONLY") != "1":  # `make check` prints them itself
+    if write:  # `make check` prints the warnings itself, and says which secrets are missing
         for warning in platform.warnings:
             print(f"assotic: WARNING: {warning}", file=sys.stderr)
-    if platform.new_secrets:
+    if write and platform.new_secrets:
         print(f"assotic: generated {len(platform.new_secrets)} new secret(s) in the encrypted store; "
               "commit it so the whole team has them.", file=sys.stderr)
     return platform

@@ -43,6 +43,7 @@ def test_check_accepts_the_examples_and_writes_nothing(tmp_path, env):
     assert result.returncode == 0, result.stderr
     assert "3 association(s) are valid" in result.stdout
     assert "generated secret(s) are not in the store yet" in result.stdout
+    assert "new secret(s) in the encrypted store" not in result.stderr  # it wrote none
     assert Path(env["ASSOTIC_SECRETS_FILE"]).read_bytes() == store_before
 
 
