@@ -182,6 +182,134 @@ def test_check_only_never_downloads(cache, http_root):
     assert any("not tried" in place for place in found.looked)
 
 
+# -- resolution: every place in order, and what `looked` says of each ---------------------------
+
+
+def unreachable(place: str) -> str:
+    """How `looked` begins for a place that could not be reached (the reason follows)."""
+    return f"{place}: unreachable ("
+
+
+def test_nothing_anywhere_lists_mirror_cache_and_upstream_in_that_order(cache):
+    a = make_artifact()
+    found = resolve(a, mirror=None, cache_dir=cache, timeout=1)
+    assert found.looked[:2] == ("mirror: none set (ARTIFACTS_DIR or data artifacts_mirror)",
+                                f"cache {cache / a.filename}: no such file")
+    assert len(found.looked) == 3 and found.looked[2].startswith(unreachable(f"upstream {a.url}"))
+    assert found.errors == () and found.signature == "" and found.path is None
+
+
+def test_a_mirror_folder_without_the_file_falls_back_to_the_cache(cache, mirror):
+    a = make_artifact()
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename
+    assert found.looked == (f"mirror {mirror / a.filename}: no such file",)
+
+
+def test_a_mirror_folder_hit_is_said_and_wins_over_the_cache(cache, mirror):
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(CONTENT)
+    cache.mkdir()
+    (cache / a.filename).write_bytes(b"stale, replaced by the mirror's copy")
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename and found.path.read_bytes() == CONTENT
+    assert found.looked == (f"mirror {mirror / a.filename}: found, sha256 ok",) and found.errors == ()
+    assert (mirror / a.filename).read_bytes() == CONTENT  # copied, not moved
+
+
+def test_a_mirror_folder_that_is_the_cache_itself_is_not_copied_onto_itself(cache):
+    a = make_artifact()
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(cache), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename and found.path.read_bytes() == CONTENT
+    assert found.looked == (f"mirror {cache / a.filename}: found, sha256 ok",)
+    assert sorted(p.name for p in cache.iterdir()) == [a.filename]
+
+
+def test_a_mirror_folder_that_cannot_be_copied_from_is_an_error_not_unreachable(tmp_path, mirror):
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(CONTENT)
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    with pytest.raises(OSError):
+        resolve(a, mirror=str(mirror), cache_dir=not_a_folder, allow_download=False)
+
+
+def test_a_mismatching_mirror_file_falls_back_to_a_good_cached_one(cache, mirror):
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(b"tampered")
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename
+    assert found.looked == (f"mirror {mirror / a.filename}: checksum mismatch (refused)",)
+    assert len(found.errors) == 1 and str(mirror / a.filename) in found.errors[0]
+    assert (mirror / (a.filename + ".rejected")).exists()
+
+
+def test_an_unreachable_mirror_url_falls_back_to_the_cache(cache, http_root):
+    _, base = http_root  # serves nothing: 404
+    a = make_artifact(url="http://127.0.0.1:9/unreachable/paheko 1.3.12.tar.gz")
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=base + "/", cache_dir=cache, timeout=5)
+    assert found.path == cache / a.filename and found.errors == ()
+    # The file name is quoted in the URL, and one slash joins them.
+    assert len(found.looked) == 1
+    assert found.looked[0].startswith(unreachable(f"mirror {base}/paheko%201.3.12.tar.gz"))
+
+
+def test_a_mismatching_mirror_url_download_replaces_and_refuses_the_cached_copy(cache, http_root):
+    root, base = http_root
+    (root / "paheko-1.3.12.tar.gz").write_bytes(b"not what was pinned")
+    a = make_artifact()  # its upstream URL is unreachable
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=base, cache_dir=cache, timeout=1)
+    assert not found.available
+    assert found.looked[:2] == (f"mirror {base}/{a.filename}: checksum mismatch (refused)",
+                                f"cache {cache / a.filename}: no such file")
+    assert found.looked[2].startswith(unreachable(f"upstream {a.url}"))
+    assert len(found.errors) == 1
+    assert (cache / (a.filename + ".rejected")).read_bytes() == b"not what was pinned"
+
+
+def test_a_mismatching_cached_file_is_refused_then_upstream_is_tried(cache, http_root):
+    root, base = http_root
+    (root / "paheko-1.3.12.tar.gz").write_bytes(CONTENT)
+    a = make_artifact(url=f"{base}/paheko-1.3.12.tar.gz")
+    cache.mkdir()
+    (cache / a.filename).write_bytes(b"changed on disk")
+    found = resolve(a, mirror=None, cache_dir=cache, timeout=5)
+    assert found.path == cache / a.filename and found.path.read_bytes() == CONTENT
+    assert found.looked == ("mirror: none set (ARTIFACTS_DIR or data artifacts_mirror)",
+                            f"cache {cache / a.filename}: checksum mismatch (refused)")
+    assert len(found.errors) == 1 and "changed on disk" not in found.errors[0]
+    assert (cache / (a.filename + ".rejected")).read_bytes() == b"changed on disk"
+
+
+def test_the_signature_is_checked_once_on_the_file_found(cache, mirror, monkeypatch):
+    calls = []
+
+    def check_signature(*args):
+        calls.append(args)
+        return "checked here"
+
+    monkeypatch.setattr(artifacts, "check_signature", check_signature)
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False, timeout=3,
+                    signing_key="/keys/paheko.asc")
+    assert found.signature == "checked here"
+    assert calls == [(a, cache / a.filename, str(mirror), "/keys/paheko.asc", False, 3)]
+    calls.clear()
+    assert not resolve(make_artifact(b"elsewhere"), cache_dir=cache, allow_download=False).available
+    assert calls == []  # nothing found: nothing to check
+
+
 # -- checksum mismatch: refused, moved aside, never used ----------------------------------------
 
 
