@@ -36,7 +36,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,69 +305,80 @@ def resolve(artifact: Artifact, mirror: str | None = None, cache_dir: Path | Non
             allow_download: bool = True, timeout: float = DOWNLOAD_TIMEOUT_S,
             signing_key: str | None = None) -> Resolved:
     """Find `artifact` (mirror, then cache, then upstream) and return it verified, in the cache."""
-    cache_dir = cache_dir or default_cache_dir()
-    cached = cache_dir / artifact.filename
+    cached = (cache_dir or default_cache_dir()) / artifact.filename
     looked: list[str] = []
     errors: list[str] = []
+    for place in _places(artifact, mirror, cached, allow_download, timeout):
+        if place.bring is None:
+            looked.append(f"{place.name}: {place.why_not}")
+            continue
+        try:
+            note = place.bring()
+            if note:
+                looked.append(f"{place.name}: {note}")
+            path = verified(cached, artifact)
+            signature = check_signature(artifact, path, mirror, signing_key, allow_download, timeout)
+            return Resolved(artifact, path, tuple(looked), signature, tuple(errors))
+        except ChecksumMismatch as err:
+            errors.append(str(err))
+            looked.append(f"{place.name}: checksum mismatch (refused)")
+        except (OSError, urllib.error.URLError) as err:
+            if not place.remote:
+                raise
+            looked.append(f"{place.name}: {_reason(err)}")
+    return Resolved(artifact, None, tuple(looked), "", tuple(errors))
 
-    def found(path: Path) -> Resolved:
-        signature = check_signature(artifact, path, mirror, signing_key, allow_download, timeout)
-        return Resolved(artifact, path, tuple(looked), signature, tuple(errors))
 
+@dataclass(frozen=True)
+class _Place:
+    """One place resolve looks at: how Resolved.looked names it, and how to bring the file
+    from there into the cache (returning a note for `looked`, or None), or why it is not tried."""
+
+    name: str
+    bring: Callable[[], str | None] | None = None
+    why_not: str = ""
+    remote: bool = False  # over the network: an OSError there means "unreachable", not a local fault
+
+
+def _places(artifact: Artifact, mirror: str | None, cached: Path, allow_download: bool,
+            timeout: float) -> Iterator[_Place]:
+    """Where resolve looks, in order. Lazily: each place is looked at only once the one before
+    has failed (a refused mirror download has moved the cached copy aside by then)."""
     # 1. The mirror: the operator said "use these files", so it is tried first.
-    if mirror:
-        if _is_url(mirror):
-            url = mirror.rstrip("/") + "/" + urllib.parse.quote(artifact.filename)
-            try:
-                download(url, cached, timeout)
-                return found(verified(cached, artifact))
-            except ChecksumMismatch as err:
-                errors.append(str(err))
-                looked.append(f"mirror {url}: checksum mismatch (refused)")
-            except (OSError, urllib.error.URLError) as err:
-                looked.append(f"mirror {url}: {_reason(err)}")
-        else:
-            candidate = Path(mirror).expanduser() / artifact.filename
-            if candidate.is_file():
-                try:
-                    verified(candidate, artifact)
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    if candidate.resolve() != cached.resolve():
-                        shutil.copyfile(candidate, cached.with_name(cached.name + ".part"))
-                        os.replace(cached.with_name(cached.name + ".part"), cached)
-                    looked.append(f"mirror {candidate}: found, sha256 ok")
-                    return found(verified(cached, artifact))
-                except ChecksumMismatch as err:
-                    errors.append(str(err))
-                    looked.append(f"mirror {candidate}: checksum mismatch (refused)")
-            else:
-                looked.append(f"mirror {candidate}: no such file")
+    if not mirror:
+        yield _Place("mirror", why_not="none set (ARTIFACTS_DIR or data artifacts_mirror)")
+    elif _is_url(mirror):
+        url = mirror.rstrip("/") + "/" + urllib.parse.quote(artifact.filename)
+        yield _Place(f"mirror {url}", lambda: download(url, cached, timeout), remote=True)
     else:
-        looked.append("mirror: none set (ARTIFACTS_DIR or data artifacts_mirror)")
-
+        candidate = Path(mirror).expanduser() / artifact.filename
+        if candidate.is_file():
+            yield _Place(f"mirror {candidate}", lambda: _copy_into_cache(candidate, cached, artifact))
+        else:
+            yield _Place(f"mirror {candidate}", why_not="no such file")
     # 2. The cache: a file verified earlier (checked again: disks and people change files).
     if cached.is_file():
-        try:
-            return found(verified(cached, artifact))
-        except ChecksumMismatch as err:
-            errors.append(str(err))
-            looked.append(f"cache {cached}: checksum mismatch (refused)")
+        yield _Place(f"cache {cached}", lambda: None)
     else:
-        looked.append(f"cache {cached}: no such file")
-
+        yield _Place(f"cache {cached}", why_not="no such file")
     # 3. Upstream.
-    if not allow_download:
-        looked.append(f"upstream {artifact.url}: not tried (check only)")
+    if allow_download:
+        yield _Place(f"upstream {artifact.url}", lambda: download(artifact.url, cached, timeout),
+                     remote=True)
     else:
-        try:
-            download(artifact.url, cached, timeout)
-            return found(verified(cached, artifact))
-        except ChecksumMismatch as err:
-            errors.append(str(err))
-            looked.append(f"upstream {artifact.url}: checksum mismatch (refused)")
-        except (OSError, urllib.error.URLError) as err:
-            looked.append(f"upstream {artifact.url}: {_reason(err)}")
-    return Resolved(artifact, None, tuple(looked), "", tuple(errors))
+        yield _Place(f"upstream {artifact.url}", why_not="not tried (check only)")
+
+
+def _copy_into_cache(candidate: Path, cached: Path, artifact: Artifact) -> str:
+    """Copy a mirror folder's file into the cache once its own sha256 is the pinned one: a bad
+    file is moved aside in the mirror itself, and never copied."""
+    verified(candidate, artifact)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    if candidate.resolve() != cached.resolve():  # the mirror folder may be the cache itself
+        part = cached.with_name(cached.name + ".part")
+        shutil.copyfile(candidate, part)
+        os.replace(part, cached)
+    return "found, sha256 ok"
 
 
 def require(resolved: Resolved) -> Path:
