@@ -5,7 +5,7 @@ from __future__ import annotations
 from fake_facts import FakeHost
 
 from assotic.needs import SRV_ROOT, AppInstance
-from roles import php as accounts
+from roles import accounts
 from roles.prepared import SystemAccount, account_state
 
 ULAP_NC = AppInstance("ulap", "nextcloud")
@@ -41,6 +41,16 @@ def host_with(account_states: dict, folders: dict, exposed: list[str]) -> FakeHo
         "Users": {}, "Groups": [], "Os": "Linux", "Directory": None, "File": None,
         "Which": "/usr/sbin/useradd",
     })
+
+
+def test_instance_directories_are_never_world_readable():
+    dirs = accounts.instance_directories(ULAP_NC)
+    assert dirs[0] == ("/srv/assotic", "root", "root", "0711")
+    assert ("/srv/assotic/ulap/nextcloud", "root", "nextcloud_ulap", "0750") in dirs
+    assert ("/srv/assotic/ulap/nextcloud/tmp", "nextcloud_ulap", "nextcloud_ulap", "0700") in dirs
+    assert {path for path, *_ in dirs} >= {ULAP_NC.data_dir, ULAP_NC.config_dir, ULAP_NC.log_dir,
+                                           ULAP_NC.session_dir}
+    assert all(int(mode, 8) & 0o006 == 0 for *_, mode in dirs)
 
 
 def test_a_new_host_gets_every_account_then_every_folder_once_parents_first():
