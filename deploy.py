@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyinfra import host, inventory  # noqa: E402
 from pyinfra.facts.server import LinuxDistribution  # noqa: E402
 
-from roles import backup, backup_target, base, nginx, php, postgresql, redis, timers, tls  # noqa: E402
+from roles import accounts, backup, backup_target, base, nginx, php, postgresql, redis, timers, tls  # noqa: E402
 from roles.plan import plan_host  # noqa: E402
 from roles.remote_files import put_text  # noqa: E402
 
@@ -60,7 +60,7 @@ base.base(firewall_openings=list(plan.firewall_openings))
 if "backup" in host.groups:
     backup_target.backup_target(plan.secrets)
 
-php.instance_accounts(plan.instances)
+accounts.instance_accounts(plan.instances)
 postgresql.postgresql(plan.needs.databases, plan.secrets)
 redis.redis(plan.needs.redis, plan.secrets)
 php.php(plan.needs.pools)

@@ -17,10 +17,11 @@ provide it.
 
 Hosts then get one uploaded copy each (/var/cache/assotic/artifacts/<file>, compared
 by checksum, so a second deploy uploads nothing) and one read-only unpacked tree
-(/opt/assotic/<app>-<version>/, root-owned), made once, behind a marker file.
+(/opt/assotic/<app>-<version>/, root-owned), made once, behind a marker file: those
+pyinfra steps are roles/releases.py's.
 
-The functions above the "pyinfra steps" line are pure (files and HTTP on the deploy
-machine only) and unit-tested in tests/unit/test_artifacts.py.
+Everything here runs on the deploy machine only (files and HTTP, no pyinfra) and is
+unit-tested in tests/unit/test_artifacts.py.
 """
 
 from __future__ import annotations
@@ -36,23 +37,14 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# On hosts.
+# On hosts (roles/releases.py uploads and unpacks there).
 REMOTE_CACHE = "/var/cache/assotic/artifacts"
 OPT_ROOT = "/opt/assotic"
-# Written last, NEXT TO the tree (/opt/assotic/.<app>-<version>.unpacked): its presence means the
-# tree is complete. Never inside it: Nextcloud's integrity check (lib/private/IntegrityCheck/
-# Checker.php) lists every file of its code root without a signature as EXTRA_FILE.
-OLD_UNPACKED_MARKER = ".assotic-unpacked"  # where deploys before 2026-12 put it, inside the tree
-
-
-def unpacked_marker(artifact: Artifact) -> str:
-    return f"{OPT_ROOT}/.{artifact.name}-{artifact.version}.unpacked"
-
 # What to do when a pinned release cannot be found (data `missing_release`).
 RELEASE_POLICIES = ("fail", "standin")
 
@@ -305,69 +297,80 @@ def resolve(artifact: Artifact, mirror: str | None = None, cache_dir: Path | Non
             allow_download: bool = True, timeout: float = DOWNLOAD_TIMEOUT_S,
             signing_key: str | None = None) -> Resolved:
     """Find `artifact` (mirror, then cache, then upstream) and return it verified, in the cache."""
-    cache_dir = cache_dir or default_cache_dir()
-    cached = cache_dir / artifact.filename
+    cached = (cache_dir or default_cache_dir()) / artifact.filename
     looked: list[str] = []
     errors: list[str] = []
+    for place in _places(artifact, mirror, cached, allow_download, timeout):
+        if place.bring is None:
+            looked.append(f"{place.name}: {place.why_not}")
+            continue
+        try:
+            note = place.bring()
+            if note:
+                looked.append(f"{place.name}: {note}")
+            path = verified(cached, artifact)
+            signature = check_signature(artifact, path, mirror, signing_key, allow_download, timeout)
+            return Resolved(artifact, path, tuple(looked), signature, tuple(errors))
+        except ChecksumMismatch as err:
+            errors.append(str(err))
+            looked.append(f"{place.name}: checksum mismatch (refused)")
+        except (OSError, urllib.error.URLError) as err:
+            if not place.remote:
+                raise
+            looked.append(f"{place.name}: {_reason(err)}")
+    return Resolved(artifact, None, tuple(looked), "", tuple(errors))
 
-    def found(path: Path) -> Resolved:
-        signature = check_signature(artifact, path, mirror, signing_key, allow_download, timeout)
-        return Resolved(artifact, path, tuple(looked), signature, tuple(errors))
 
+@dataclass(frozen=True)
+class _Place:
+    """One place resolve looks at: how Resolved.looked names it, and how to bring the file
+    from there into the cache (returning a note for `looked`, or None), or why it is not tried."""
+
+    name: str
+    bring: Callable[[], str | None] | None = None
+    why_not: str = ""
+    remote: bool = False  # over the network: an OSError there means "unreachable", not a local fault
+
+
+def _places(artifact: Artifact, mirror: str | None, cached: Path, allow_download: bool,
+            timeout: float) -> Iterator[_Place]:
+    """Where resolve looks, in order. Lazily: each place is looked at only once the one before
+    has failed (a refused mirror download has moved the cached copy aside by then)."""
     # 1. The mirror: the operator said "use these files", so it is tried first.
-    if mirror:
-        if _is_url(mirror):
-            url = mirror.rstrip("/") + "/" + urllib.parse.quote(artifact.filename)
-            try:
-                download(url, cached, timeout)
-                return found(verified(cached, artifact))
-            except ChecksumMismatch as err:
-                errors.append(str(err))
-                looked.append(f"mirror {url}: checksum mismatch (refused)")
-            except (OSError, urllib.error.URLError) as err:
-                looked.append(f"mirror {url}: {_reason(err)}")
-        else:
-            candidate = Path(mirror).expanduser() / artifact.filename
-            if candidate.is_file():
-                try:
-                    verified(candidate, artifact)
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    if candidate.resolve() != cached.resolve():
-                        shutil.copyfile(candidate, cached.with_name(cached.name + ".part"))
-                        os.replace(cached.with_name(cached.name + ".part"), cached)
-                    looked.append(f"mirror {candidate}: found, sha256 ok")
-                    return found(verified(cached, artifact))
-                except ChecksumMismatch as err:
-                    errors.append(str(err))
-                    looked.append(f"mirror {candidate}: checksum mismatch (refused)")
-            else:
-                looked.append(f"mirror {candidate}: no such file")
+    if not mirror:
+        yield _Place("mirror", why_not="none set (ARTIFACTS_DIR or data artifacts_mirror)")
+    elif _is_url(mirror):
+        url = mirror.rstrip("/") + "/" + urllib.parse.quote(artifact.filename)
+        yield _Place(f"mirror {url}", lambda: download(url, cached, timeout), remote=True)
     else:
-        looked.append("mirror: none set (ARTIFACTS_DIR or data artifacts_mirror)")
-
+        candidate = Path(mirror).expanduser() / artifact.filename
+        if candidate.is_file():
+            yield _Place(f"mirror {candidate}", lambda: _copy_into_cache(candidate, cached, artifact))
+        else:
+            yield _Place(f"mirror {candidate}", why_not="no such file")
     # 2. The cache: a file verified earlier (checked again: disks and people change files).
     if cached.is_file():
-        try:
-            return found(verified(cached, artifact))
-        except ChecksumMismatch as err:
-            errors.append(str(err))
-            looked.append(f"cache {cached}: checksum mismatch (refused)")
+        yield _Place(f"cache {cached}", lambda: None)
     else:
-        looked.append(f"cache {cached}: no such file")
-
+        yield _Place(f"cache {cached}", why_not="no such file")
     # 3. Upstream.
-    if not allow_download:
-        looked.append(f"upstream {artifact.url}: not tried (check only)")
+    if allow_download:
+        yield _Place(f"upstream {artifact.url}", lambda: download(artifact.url, cached, timeout),
+                     remote=True)
     else:
-        try:
-            download(artifact.url, cached, timeout)
-            return found(verified(cached, artifact))
-        except ChecksumMismatch as err:
-            errors.append(str(err))
-            looked.append(f"upstream {artifact.url}: checksum mismatch (refused)")
-        except (OSError, urllib.error.URLError) as err:
-            looked.append(f"upstream {artifact.url}: {_reason(err)}")
-    return Resolved(artifact, None, tuple(looked), "", tuple(errors))
+        yield _Place(f"upstream {artifact.url}", why_not="not tried (check only)")
+
+
+def _copy_into_cache(candidate: Path, cached: Path, artifact: Artifact) -> str:
+    """Copy a mirror folder's file into the cache once its own sha256 is the pinned one: a bad
+    file is moved aside in the mirror itself, and never copied."""
+    verified(candidate, artifact)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    if candidate.resolve() != cached.resolve():  # the mirror folder may be the cache itself
+        part = cached.with_name(cached.name + ".part")
+        shutil.copyfile(candidate, part)
+        os.replace(part, cached)
+    return "found, sha256 ok"
 
 
 def require(resolved: Resolved) -> Path:
@@ -554,73 +557,6 @@ def missing_release_policy(value: Any) -> str:
 
 def _notice(message: str) -> None:
     print(f"assotic: artifacts: {message}", file=sys.stderr)
-
-
-# -- pyinfra steps (run on hosts) -----------------------------------------------------------------
-
-
-def unpack_command(artifact: Artifact) -> str:
-    """Shell that unpacks the uploaded release into its read-only tree, atomically.
-
-    The sha256 is checked again on the host (the upload could have been cut short),
-    the tree is made in `<dir>.partial` and renamed at the end, with the marker file
-    (outside the tree) written last: a half-made tree is never taken for a finished one.
-    """
-    target = artifact.install_dir
-    partial = f"{target}.partial"
-    marker = unpacked_marker(artifact)
-    return " && ".join([
-        f"echo '{artifact.sha256}  {artifact.remote_path}' | sha256sum --check --quiet",
-        f"rm -f {marker}",
-        f"rm -rf {partial} {target}",
-        f"mkdir -p {partial}",
-        # Release tarballs hold one top folder (nextcloud/, paheko-1.3.12/, mattermost/).
-        f"tar -xf {artifact.remote_path} -C {partial} --strip-components=1 --no-same-owner",
-        # Root-owned and read-only for everyone else: apps run as their own users.
-        f"chown -R root:root {partial}",
-        f"chmod -R u+rwX,go+rX,go-w {partial}",
-        f"mv {partial} {target}",
-        f"echo '{artifact.sha256}' > {marker}",
-    ])
-
-
-def install_release(artifact: Artifact, local_path: Path):
-    """Upload one copy of the release to the host and unpack it once. Returns the unpack op.
-
-    files.put compares checksums, so a second deploy uploads nothing; the unpack step is
-    guarded by the marker file, so it runs once per version. A tree unpacked by an earlier
-    deploy still holds the marker inside it: moved out, the tree is not unpacked again.
-    """
-    from pyinfra import host
-    from pyinfra.facts.files import File
-    from pyinfra.operations import files, server
-
-    # Several tenants share one release on a host: schedule its steps once per run.
-    key = (host.name, artifact.filename)
-    if key in _scheduled:
-        return _scheduled[key]
-    _scheduled[key] = None
-    files.directory(name=f"Create {REMOTE_CACHE}", path=REMOTE_CACHE, user="root", group="root",
-                    mode="0700", present=True)
-    files.directory(name=f"Create {OPT_ROOT}", path=OPT_ROOT, user="root", group="root",
-                    mode="0755", present=True)
-    files.put(name=f"Upload {artifact.filename}", src=str(local_path), dest=artifact.remote_path,
-              user="root", group="root", mode="0600")
-    marker = unpacked_marker(artifact)
-    if host.get_fact(File, path=marker) is not None:
-        return None
-    old_marker = f"{artifact.install_dir}/{OLD_UNPACKED_MARKER}"
-    if host.get_fact(File, path=old_marker) is not None:
-        server.shell(name=f"Move the unpack marker of {artifact.label} out of its tree",
-                     commands=[f"mv -f {old_marker} {marker}"])
-        return None
-    _scheduled[key] = server.shell(name=f"Unpack {artifact.label} into {artifact.install_dir}",
-                                   commands=[unpack_command(artifact)])
-    return _scheduled[key]
-
-
-# (host name, file name) -> the unpack operation scheduled in this run (None: nothing to do).
-_scheduled: dict[tuple[str, str], Any] = {}
 
 
 def host_debian_releases(inventory: Any) -> dict[str, str | None]:

@@ -373,7 +373,7 @@ def _install_code(inst: MattermostInstance, release: Artifact | None, local_rele
     that changed it: the unit restarts after them."""
     from pyinfra.operations import apt
 
-    from assotic.artifacts import install_release
+    from roles.releases import install_release
 
     if release is None:
         return _install_standin(inst)

@@ -406,7 +406,7 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
     """
     from pyinfra import host
 
-    from assotic.artifacts import install_release
+    from roles.releases import install_release
 
     inst = instance(tenant)
     _assets_folders(inst)

@@ -210,7 +210,7 @@ def paheko(tenant: Tenant, release: Artifact | None, local_release_path, secrets
     from pyinfra import host
     from pyinfra.operations import files, server
 
-    from assotic.artifacts import install_release
+    from roles.releases import install_release
     from roles.paheko.facts import PahekoSchemaVersion
     from roles.remote_files import put_text
 

@@ -1,4 +1,4 @@
-"""roles/php: Debian's PHP-FPM, one pool per app instance, and the instances' Unix accounts.
+"""roles/php: Debian's PHP-FPM, one pool per app instance.
 
 Debian's PHP only: 8.2 on Debian 12 (bookworm), 8.4 on Debian 13 (trixie), chosen
 from the host's release. One php-fpm master serves every pool; each pool runs as
@@ -6,9 +6,8 @@ the instance's own user with `pm = ondemand`, so an idle association has no work
 process at all. open_basedir, upload/session/temp directories and the error log
 are the instance's own, set with php_admin_value (the application cannot change them).
 
-`instance_accounts(instances)` creates each instance's Unix user and home folders;
-every role that runs something as an instance (PHP, Redis, timers, the app roles)
-relies on it, so deploy.py calls it first. See docs/backends.md.
+Each pool runs as its instance's Unix user, in its folders: roles/accounts makes them,
+before this role runs. See docs/backends.md.
 
 Knobs (host data, defaults in DEFAULTS) are documented in docs/backends.md.
 """
@@ -21,21 +20,18 @@ from pathlib import Path
 
 from assotic.templating import template_environment
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 
-from assotic.needs import SRV_ROOT, AppInstance, PhpPool
-from roles.prepared import SystemAccount, system_accounts
-from roles.remote_files import PathStats, put_text, reload_after
+from assotic.needs import PhpPool
+from roles.remote_files import put_text, reload_after
 
 __all__ = [
     "DEFAULTS",
     "PHP_VERSIONS",
     "PhpSettings",
-    "instance_accounts",
-    "instance_directories",
     "php",
     "php_version",
     "pool_admin_values",
@@ -60,20 +56,7 @@ DEFAULTS = {
     "php_extra_packages": [],  # e.g. ["php8.2-gd"]; app roles usually bring their own
 }
 
-# Owner and mode of each instance directory: home is root's (the instance cannot
-# change its own layout), what it writes is its own. Nothing is world-readable.
-INSTANCE_DIRS = (
-    # (attribute of AppInstance, owner, mode)
-    ("data_dir", "user", "0750"),
-    ("config_dir", "user", "0750"),
-    ("log_dir", "user", "0750"),
-    ("tmp_dir", "user", "0700"),
-    ("session_dir", "user", "0700"),
-)
-# /srv/assotic and /srv/assotic/<slug>: traversable, not listable, by anyone.
-TRAVERSE_ONLY = "0711"
-WEB_SERVER_GROUP = "www-data"
-NOLOGIN = "/usr/sbin/nologin"
+WEB_SERVER_GROUP = "www-data"  # owns the pools' sockets: nginx reaches PHP through them only
 POOL_PREFIX = "assotic-"
 
 
@@ -142,19 +125,6 @@ class PhpSettings:
         return [f"php{v}-fpm", f"php{v}-cli", f"php{v}-opcache", "php-apcu", "libfcgi-bin",
                 *(extension_package(e, v) for e in sorted(set(extensions))),
                 *self.extra_packages]
-
-
-class WorldAccessibleFiles(FactBase):
-    """Files and folders under a path that anybody on the host may read or write.
-
-    Entering (o+x) is allowed: /srv/assotic and each association's folder are traverse-only.
-    """
-
-    def command(self, path: str) -> str:
-        return f"find {path} ! -type l -perm /o=rw -print 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> list[str]:
-        return [line for line in output if line]
 
 
 FPM_SERVICE_DROP_IN = """\
@@ -243,52 +213,7 @@ def cli_ini(settings: PhpSettings) -> str:
     return _environment.get_template("assotic-cli.ini.j2").render(php=settings)
 
 
-def instance_directories(instance: AppInstance) -> list[tuple[str, str, str, str]]:
-    """(path, owner, group, mode) of every directory of an instance, parents first."""
-    user = instance.user
-    dirs = [
-        (SRV_ROOT, "root", "root", TRAVERSE_ONLY),
-        (str(Path(instance.home).parent), "root", "root", TRAVERSE_ONLY),
-        (instance.home, "root", user, "0750"),
-    ]
-    for attribute, owner, mode in INSTANCE_DIRS:
-        dirs.append((getattr(instance, attribute), user if owner == "user" else owner, user, mode))
-    return dirs
-
-
-def unique_instances(instances: Iterable[AppInstance]) -> list[AppInstance]:
-    return list(dict.fromkeys(instances))
-
-
 # -- operations ---------------------------------------------------------------------------
-
-
-@deploy("Instance accounts")
-def instance_accounts(instances: list[AppInstance]) -> None:
-    """A system user and group per instance (no shell, no login), and its home folders.
-
-    www-data is never added to these groups: nginx reaches PHP through the pool's
-    socket, not through the files.
-    """
-    # One command reads every account; operations only for those missing or different.
-    # The home is root's, made below.
-    system_accounts(SystemAccount(user=i.user, home=i.home, shell=NOLOGIN,
-                                  comment=f"assotic {i.app} of {i.slug}")
-                    for i in unique_instances(instances))
-    folders: dict[str, tuple[str, str, str]] = {}  # path -> (owner, group, mode), parents first
-    for instance in unique_instances(instances):
-        for path, owner, group, mode in instance_directories(instance):
-            folders.setdefault(path, (owner, group, mode))
-    # One stat for every folder of every instance; an operation only where one differs.
-    found = host.get_fact(PathStats, paths=tuple(folders)) if folders else {}
-    for path, (owner, group, mode) in folders.items():
-        if found.get(path) != f"directory {owner} {group} {int(mode, 8):o}":
-            files.directory(name=f"Create {path}", path=path, user=owner, group=group, mode=mode)
-    # Files made before the services' umask was 0027 (or by hand): none may be world-readable.
-    exposed = host.get_fact(WorldAccessibleFiles, path=SRV_ROOT)
-    if exposed:
-        server.shell(name=f"Remove world access from {len(exposed)} file(s) under {SRV_ROOT}",
-                     commands=[f"find {SRV_ROOT} ! -type l -perm /o=rw -exec chmod o-rw {{}} +"])
 
 
 @deploy("PHP-FPM", data_defaults=DEFAULTS)

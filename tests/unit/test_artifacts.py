@@ -1,4 +1,6 @@
-"""assotic/artifacts.py without any host: mirror, cache, URL, checksums, messages, guards."""
+"""assotic/artifacts.py without any host: mirror, cache, URL, checksums, messages, guards.
+
+The host side (one upload, one unpack) is tests/unit/test_releases.py."""
 
 from __future__ import annotations
 
@@ -6,15 +8,12 @@ import ast
 import functools
 import hashlib
 import http.server
-import io
 import json
-import tarfile
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fake_facts import FakeHost
 
 from assotic import artifacts
 from assotic.artifacts import (
@@ -182,6 +181,134 @@ def test_check_only_never_downloads(cache, http_root):
     assert any("not tried" in place for place in found.looked)
 
 
+# -- resolution: every place in order, and what `looked` says of each ---------------------------
+
+
+def unreachable(place: str) -> str:
+    """How `looked` begins for a place that could not be reached (the reason follows)."""
+    return f"{place}: unreachable ("
+
+
+def test_nothing_anywhere_lists_mirror_cache_and_upstream_in_that_order(cache):
+    a = make_artifact()
+    found = resolve(a, mirror=None, cache_dir=cache, timeout=1)
+    assert found.looked[:2] == ("mirror: none set (ARTIFACTS_DIR or data artifacts_mirror)",
+                                f"cache {cache / a.filename}: no such file")
+    assert len(found.looked) == 3 and found.looked[2].startswith(unreachable(f"upstream {a.url}"))
+    assert found.errors == () and found.signature == "" and found.path is None
+
+
+def test_a_mirror_folder_without_the_file_falls_back_to_the_cache(cache, mirror):
+    a = make_artifact()
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename
+    assert found.looked == (f"mirror {mirror / a.filename}: no such file",)
+
+
+def test_a_mirror_folder_hit_is_said_and_wins_over_the_cache(cache, mirror):
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(CONTENT)
+    cache.mkdir()
+    (cache / a.filename).write_bytes(b"stale, replaced by the mirror's copy")
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename and found.path.read_bytes() == CONTENT
+    assert found.looked == (f"mirror {mirror / a.filename}: found, sha256 ok",) and found.errors == ()
+    assert (mirror / a.filename).read_bytes() == CONTENT  # copied, not moved
+
+
+def test_a_mirror_folder_that_is_the_cache_itself_is_not_copied_onto_itself(cache):
+    a = make_artifact()
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(cache), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename and found.path.read_bytes() == CONTENT
+    assert found.looked == (f"mirror {cache / a.filename}: found, sha256 ok",)
+    assert sorted(p.name for p in cache.iterdir()) == [a.filename]
+
+
+def test_a_mirror_folder_that_cannot_be_copied_from_is_an_error_not_unreachable(tmp_path, mirror):
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(CONTENT)
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    with pytest.raises(OSError):
+        resolve(a, mirror=str(mirror), cache_dir=not_a_folder, allow_download=False)
+
+
+def test_a_mismatching_mirror_file_falls_back_to_a_good_cached_one(cache, mirror):
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(b"tampered")
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False)
+    assert found.path == cache / a.filename
+    assert found.looked == (f"mirror {mirror / a.filename}: checksum mismatch (refused)",)
+    assert len(found.errors) == 1 and str(mirror / a.filename) in found.errors[0]
+    assert (mirror / (a.filename + ".rejected")).exists()
+
+
+def test_an_unreachable_mirror_url_falls_back_to_the_cache(cache, http_root):
+    _, base = http_root  # serves nothing: 404
+    a = make_artifact(url="http://127.0.0.1:9/unreachable/paheko 1.3.12.tar.gz")
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=base + "/", cache_dir=cache, timeout=5)
+    assert found.path == cache / a.filename and found.errors == ()
+    # The file name is quoted in the URL, and one slash joins them.
+    assert len(found.looked) == 1
+    assert found.looked[0].startswith(unreachable(f"mirror {base}/paheko%201.3.12.tar.gz"))
+
+
+def test_a_mismatching_mirror_url_download_replaces_and_refuses_the_cached_copy(cache, http_root):
+    root, base = http_root
+    (root / "paheko-1.3.12.tar.gz").write_bytes(b"not what was pinned")
+    a = make_artifact()  # its upstream URL is unreachable
+    cache.mkdir()
+    (cache / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=base, cache_dir=cache, timeout=1)
+    assert not found.available
+    assert found.looked[:2] == (f"mirror {base}/{a.filename}: checksum mismatch (refused)",
+                                f"cache {cache / a.filename}: no such file")
+    assert found.looked[2].startswith(unreachable(f"upstream {a.url}"))
+    assert len(found.errors) == 1
+    assert (cache / (a.filename + ".rejected")).read_bytes() == b"not what was pinned"
+
+
+def test_a_mismatching_cached_file_is_refused_then_upstream_is_tried(cache, http_root):
+    root, base = http_root
+    (root / "paheko-1.3.12.tar.gz").write_bytes(CONTENT)
+    a = make_artifact(url=f"{base}/paheko-1.3.12.tar.gz")
+    cache.mkdir()
+    (cache / a.filename).write_bytes(b"changed on disk")
+    found = resolve(a, mirror=None, cache_dir=cache, timeout=5)
+    assert found.path == cache / a.filename and found.path.read_bytes() == CONTENT
+    assert found.looked == ("mirror: none set (ARTIFACTS_DIR or data artifacts_mirror)",
+                            f"cache {cache / a.filename}: checksum mismatch (refused)")
+    assert len(found.errors) == 1 and "changed on disk" not in found.errors[0]
+    assert (cache / (a.filename + ".rejected")).read_bytes() == b"changed on disk"
+
+
+def test_the_signature_is_checked_once_on_the_file_found(cache, mirror, monkeypatch):
+    calls = []
+
+    def check_signature(*args):
+        calls.append(args)
+        return "checked here"
+
+    monkeypatch.setattr(artifacts, "check_signature", check_signature)
+    a = make_artifact()
+    (mirror / a.filename).write_bytes(CONTENT)
+    found = resolve(a, mirror=str(mirror), cache_dir=cache, allow_download=False, timeout=3,
+                    signing_key="/keys/paheko.asc")
+    assert found.signature == "checked here"
+    assert calls == [(a, cache / a.filename, str(mirror), "/keys/paheko.asc", False, 3)]
+    calls.clear()
+    assert not resolve(make_artifact(b"elsewhere"), cache_dir=cache, allow_download=False).available
+    assert calls == []  # nothing found: nothing to check
+
+
 # -- checksum mismatch: refused, moved aside, never used ----------------------------------------
 
 
@@ -309,82 +436,3 @@ def test_local_override_is_announced(tmp_path, capsys):
     pins = artifacts.apply_override("paheko", RELEASES["paheko"], {artifacts.OVERRIDE_ENV: str(override)})
     assert pins["version"] == "9.9"
     assert "local override" in capsys.readouterr().err
-
-
-# -- on hosts: one upload, one unpack ----------------------------------------------------------
-
-
-def test_unpack_command_checks_again_builds_aside_and_marks_last():
-    a = make_artifact()
-    steps = artifacts.unpack_command(a).split(" && ")
-    assert steps[0].startswith(f"echo '{a.sha256}  {a.remote_path}' | sha256sum --check")
-    assert steps[1] == f"rm -f {artifacts.unpacked_marker(a)}"
-    assert steps[-2] == f"mv {a.install_dir}.partial {a.install_dir}"
-    # Written last, next to the tree: Nextcloud's integrity check reports any extra file in it.
-    assert steps[-1] == f"echo '{a.sha256}' > {artifacts.unpacked_marker(a)}"
-    assert not artifacts.unpacked_marker(a).startswith(a.install_dir + "/")
-    assert any(s.startswith("chown -R root:root") for s in steps)
-    assert any("go-w" in s for s in steps)
-
-
-def test_unpack_command_really_unpacks_once_into_a_read_only_tree(tmp_path, monkeypatch):
-    """Run the generated shell against a real tarball in tmp_path (root paths swapped)."""
-    import os
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.skip("chown root:root needs root")
-    tarball = tmp_path / "paheko-1.3.12.tar.gz"
-    with tarfile.open(tarball, "w:gz") as tar:
-        data = b"<?php echo 1;\n"
-        info = tarfile.TarInfo("paheko-1.3.12/www/index.php")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    monkeypatch.setattr(artifacts, "REMOTE_CACHE", str(tmp_path))
-    monkeypatch.setattr(artifacts, "OPT_ROOT", str(tmp_path / "opt"))
-    a = Artifact("paheko", "1.3.12", tarball.name, "http://x/y", hashlib.sha256(tarball.read_bytes()).hexdigest())
-    (tmp_path / "opt").mkdir()
-    subprocess.run(["sh", "-c", artifacts.unpack_command(a)], check=True)
-    tree = Path(a.install_dir)
-    assert (tree / "www/index.php").read_bytes() == b"<?php echo 1;\n"
-    assert Path(artifacts.unpacked_marker(a)).read_text().strip() == a.sha256
-    assert sorted(p.name for p in tree.iterdir()) == ["www"]  # nothing of ours inside the tree
-    assert oct((tree / "www/index.php").stat().st_mode & 0o777) == "0o644"
-
-
-def release_facts(a: Artifact, unpacked: bool) -> dict:
-    """What install_release asks the host: its two folders, the upload (already there, same
-    checksum) and the unpack markers, new and old place."""
-    return {
-        ("Directory", (("path", artifacts.REMOTE_CACHE),)): {"mode": 700, "user": "root", "group": "root"},
-        ("Directory", (("path", artifacts.OPT_ROOT),)): {"mode": 755, "user": "root", "group": "root"},
-        ("File", (("path", a.remote_path),)): {"mode": 600, "user": "root", "group": "root"},
-        ("Sha1File", (("path", a.remote_path),)): hashlib.sha1(CONTENT).hexdigest(),
-        ("File", (("path", artifacts.unpacked_marker(a)),)): {"mode": 644} if unpacked else None,
-        ("File", (("path", f"{a.install_dir}/{artifacts.OLD_UNPACKED_MARKER}"),)): None,
-    }
-
-
-def test_install_release_skips_the_unpack_when_the_marker_exists(monkeypatch, tmp_path):
-    monkeypatch.setattr(artifacts, "_scheduled", {})
-    a = make_artifact()
-    local = tmp_path / a.filename
-    local.write_bytes(CONTENT)
-    unpack = f"Unpack {a.label} into {a.install_dir}"
-
-    returned = []
-    ops = FakeHost("web-1", {"web": ["web-1"]}, {}, release_facts(a, unpacked=True)).plan(
-        lambda: returned.append(artifacts.install_release(a, local)))
-    assert returned == [None]
-    assert f"Upload {a.filename}" in [op.name for op in ops]
-    assert unpack not in [op.name for op in ops]
-
-    def two_tenants():
-        returned.extend([artifacts.install_release(a, local), artifacts.install_release(a, local)])
-
-    returned.clear()
-    ops = FakeHost("web-2", {"web": ["web-2"]}, {}, release_facts(a, unpacked=False)).plan(two_tenants)
-    # A second tenant on the same host in the same run: nothing scheduled twice.
-    assert [op.name for op in ops].count(unpack) == 1
-    assert returned[0] is not None and returned[1] is returned[0]
-    assert [op.commands for op in ops if op.name == unpack] == [[artifacts.unpack_command(a)]]

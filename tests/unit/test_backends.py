@@ -110,16 +110,6 @@ def test_extensions_the_pools_ask_for_become_debian_packages():
         ["php8.4-intl", "php8.4-pgsql", "php-redis"]
 
 
-def test_instance_directories_are_never_world_readable():
-    dirs = php.instance_directories(ULAP_NC)
-    assert dirs[0] == ("/srv/assotic", "root", "root", "0711")
-    assert ("/srv/assotic/ulap/nextcloud", "root", "nextcloud_ulap", "0750") in dirs
-    assert ("/srv/assotic/ulap/nextcloud/tmp", "nextcloud_ulap", "nextcloud_ulap", "0700") in dirs
-    assert {path for path, *_ in dirs} >= {ULAP_NC.data_dir, ULAP_NC.config_dir, ULAP_NC.log_dir,
-                                           ULAP_NC.session_dir}
-    assert all(int(mode, 8) & 0o006 == 0 for *_, mode in dirs)
-
-
 # -- roles/postgresql -------------------------------------------------------------------------
 
 # Made by PostgreSQL 15 (Debian 12): CREATE ROLE ... PASSWORD 'correct horse battery staple'.

@@ -12,7 +12,7 @@ import pytest
 from assotic import artifacts
 from assotic.artifacts import Artifact
 from assotic.preflight import Platform
-from roles import mattermost
+from roles import mattermost, releases
 
 from fake_facts import FakeHost
 from test_mattermost import LOADED, built
@@ -39,7 +39,7 @@ class Secrets:
 def fresh_run(monkeypatch):
     """Each plan is one deploy: the per-run "scheduled once" sets start empty."""
     monkeypatch.setattr(mattermost, "_code_scheduled", set())
-    monkeypatch.setattr(artifacts, "_scheduled", {})
+    monkeypatch.setattr(releases, "_scheduled", {})
 
 
 def plan(tmp_path, inst, rel, facts, tenants=None):
@@ -139,7 +139,7 @@ def current_facts(inst, rel, tenants_users, admins, team_names):
         ("Directory", (("path", artifacts.OPT_ROOT),)): {"mode": 755, **root_dir},
         ("Directory", (("path", mattermost.ENV_DIR),)): {"mode": 755, **root_dir},
         ("File", (("path", rel.remote_path),)): {"mode": 600, **root_dir},
-        ("File", (("path", artifacts.unpacked_marker(rel)),)): {"mode": 644, **root_dir},
+        ("File", (("path", releases.unpacked_marker(rel)),)): {"mode": 644, **root_dir},
         "Sha1File": __import__("hashlib").sha1(b"not really a tarball").hexdigest(),
         "DebPackages": {"curl": ["7.88.1"]},
         ("File", (("path", "/var/lib/apt/periodic/update-success-stamp"),)): {"mtime": datetime.now()},
@@ -196,7 +196,7 @@ def test_upgrade_unpacks_the_new_tree_changes_the_dropin_and_restarts(tmp_path):
     # the new release's mmctl (the old server still answers them, until the restart).
     facts[("File", (("path", new.remote_path),))] = None
     facts[("Directory", (("path", new.remote_path),))] = None
-    facts[("File", (("path", artifacts.unpacked_marker(new)),))] = None
+    facts[("File", (("path", releases.unpacked_marker(new)),))] = None
     for key in [k for k in facts if isinstance(k, tuple) and k[0] == "MmctlJson"]:
         args = dict(k for k in key[1])
         facts[("MmctlJson", (("args", args["args"]), ("mmctl", mattermost.mmctl_prefix(inst, new))))] = facts[key]

@@ -16,7 +16,7 @@ from fake_facts import FakeHost
 from assotic import artifacts
 from assotic.artifacts import REMOTE_CACHE, Artifact
 from assotic.tenants import load_tenants
-from roles import nextcloud
+from roles import nextcloud, releases
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = "a" * 64
@@ -82,8 +82,8 @@ def host_facts(local_release: Path, instances: dict, release=RELEASE, unpacked=T
         ("File", (("path", release.remote_path),)): {"mode": 600, "user": "root", "group": "root"},
         ("Directory", (("path", release.remote_path),)): None,
         ("Sha1File", (("path", release.remote_path),)): hashlib.sha1(local_release.read_bytes()).hexdigest(),
-        ("File", (("path", artifacts.unpacked_marker(release)),)): {"mode": 644} if unpacked else None,
-        ("File", (("path", f"{release.install_dir}/{artifacts.OLD_UNPACKED_MARKER}"),)):
+        ("File", (("path", releases.unpacked_marker(release)),)): {"mode": 644} if unpacked else None,
+        ("File", (("path", f"{release.install_dir}/{releases.OLD_UNPACKED_MARKER}"),)):
             {"mode": 644} if old_marker else None,
         ("FolderFiles", (("folder", artifacts.OPT_ROOT),)): {
             nextcloud.OCC_SECRETS: folder_entry(nextcloud.occ_secrets_script())},
@@ -146,7 +146,7 @@ def host_facts(local_release: Path, instances: dict, release=RELEASE, unpacked=T
 
 @pytest.fixture
 def local_release(tmp_path, monkeypatch):
-    monkeypatch.setattr(artifacts, "_scheduled", {})
+    monkeypatch.setattr(releases, "_scheduled", {})
     path = tmp_path / RELEASE.filename
     path.write_bytes(b"not really a tarball")
     return path
@@ -192,7 +192,7 @@ def test_first_install_plans_the_upload_unpack_install_and_converge(local_releas
     assert names[:3] == [f"Create {REMOTE_CACHE}", f"Upload {RELEASE.filename}",
                          f"Unpack {RELEASE.label} into {RELEASE.install_dir}"]
     unpack = changing(ops)[2].commands[0]
-    assert unpack == artifacts.unpack_command(RELEASE)
+    assert unpack == releases.unpack_command(RELEASE)
     assert f"Render {inst.config_dir}/{nextcloud.CONFIG_FRAGMENT}" in names
     assert f"Create an empty {inst.config_dir}/config.php" in names
     install = next(op for op in ops if op.name.startswith("Install Nextcloud"))
@@ -310,10 +310,10 @@ def test_the_old_unpack_marker_inside_the_code_tree_is_moved_out(local_release):
     """Nextcloud's integrity check lists any file of the code root it has no signature for."""
     facts = host_facts(local_release, {"ulap": {"version": "34.0.4.2"}}, unpacked=False, old_marker=True)
     ops, _ = plan(facts, ["ulap"], local=local_release)
-    old = f"{RELEASE.install_dir}/{artifacts.OLD_UNPACKED_MARKER}"
+    old = f"{RELEASE.install_dir}/{releases.OLD_UNPACKED_MARKER}"
     assert [(op.name, op.commands) for op in changing(ops)] == [
         (f"Move the unpack marker of {RELEASE.label} out of its tree",
-         [f"mv -f {old} {artifacts.unpacked_marker(RELEASE)}"])]
+         [f"mv -f {old} {releases.unpacked_marker(RELEASE)}"])]
 
 
 def test_per_user_quota_reaches_nextcloud_as_its_default_quota(local_release):

@@ -18,7 +18,7 @@ from fake_facts import FakeHost
 from assotic import artifacts, preflight
 from assotic.artifacts import Artifact
 from assotic.tenants import load_tenants
-from roles import paheko
+from roles import paheko, releases
 
 REPO = Path(__file__).resolve().parents[2]
 TENANTS = {t.slug: t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]}
@@ -43,7 +43,7 @@ LOCAL = {}
 
 @pytest.fixture(autouse=True)
 def fresh_schedule(monkeypatch, tmp_path):
-    monkeypatch.setattr(artifacts, "_scheduled", {})
+    monkeypatch.setattr(releases, "_scheduled", {})
     for release in (RELEASE, NEXT):  # the local files files.put uploads (their checksum is read)
         (tmp_path / release.filename).write_bytes(release.version.encode())
     LOCAL["dir"] = tmp_path
@@ -61,10 +61,10 @@ def facts_for(tenants_state: dict, unpacked: tuple[Artifact, ...] = ()) -> dict:
              ("Directory", (("path", artifacts.REMOTE_CACHE),)): {"mode": 700, "user": "root", "group": "root"},
              ("Directory", (("path", artifacts.OPT_ROOT),)): {"mode": 755, "user": "root", "group": "root"}}
     for release in (RELEASE, NEXT):
-        marker = artifacts.unpacked_marker(release)
+        marker = releases.unpacked_marker(release)
         facts[("File", (("path", marker),))] = {"mode": 644} if release in unpacked else None
         # Where deploys before 2026-12 left the marker, inside the tree: none here.
-        facts[("File", (("path", f"{release.install_dir}/{artifacts.OLD_UNPACKED_MARKER}"),))] = None
+        facts[("File", (("path", f"{release.install_dir}/{releases.OLD_UNPACKED_MARKER}"),))] = None
         # The uploaded file, as files.put sees it.
         facts[("File", (("path", release.remote_path),))] = (
             {"mode": 600, "user": "root", "group": "root"} if release in unpacked else None)
