@@ -15,9 +15,11 @@ STATE_ROOT = "/var/lib/assotic"  # the deploy's own state on a host (saved by th
 RELEASE_MARKER_DIR = f"{STATE_ROOT}/releases"
 
 
-def release_marker_path(instance_name: str) -> str:
-    """/var/lib/assotic/releases/<slug>-<app>.json, or mattermost-instance-<name>.json."""
-    return f"{RELEASE_MARKER_DIR}/{instance_name}.json"
+def release_marker_path(owner: str, app: str) -> str:
+    """<slug>-<app>.json for an association's instance; mattermost-instance-<name>.json for a
+    Mattermost server (`owner`: its instance name), which may serve several associations."""
+    name = f"mattermost-instance-{owner}" if app == "mattermost" else f"{owner}-{app}"
+    return f"{RELEASE_MARKER_DIR}/{name}.json"
 
 
 # -- Backups (roles/backup writes them; restore, update, backup-status and drill read them).

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from assotic.layout import backup_job, backup_unit
 from assotic.runlog import changed_operations_per_host
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ def prepare_backup_target(env: dict[str, str]) -> None:
 
 def tenant_backup_units(slug: str) -> list[str]:
     """The association's nightly backup services (roles/backup: one per app), as its timers start them."""
-    return [f"assotic-backup-{slug}-{app}.service" for app in BENCH_APPS]
+    return [f"{backup_unit(backup_job(slug, app))}.service" for app in BENCH_APPS]
 
 
 def timed_backup_night(slug: str, slot: str = BENCH_SLOT) -> float:

@@ -80,11 +80,11 @@ class AppPlan:
             return None
         pin = {"version": self.pinned.version, "url": self.pinned.url, "sha256": self.pinned.sha256}
         if self.instance is not None:  # Mattermost: one server for several associations
-            name, record = f"mattermost-instance-{self.instance.name}", {"instance": self.instance.name}
+            owner, record = self.instance.name, {"instance": self.instance.name}
         else:
-            name, record = f"{self.tenant.slug}-{self.app}", {"tenant": self.tenant.slug}
+            owner, record = self.tenant.slug, {"tenant": self.tenant.slug}
         record.update(app=self.app, version=self.pinned.version, standin=self.release is None, pin=pin)
-        return release_marker_path(name), json.dumps(record, indent=2, sort_keys=True) + "\n"
+        return release_marker_path(owner, self.app), json.dumps(record, indent=2, sort_keys=True) + "\n"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import shlex
 import pytest
 
 from assotic.needs import as_instance_user
+from assotic.layout import release_marker_path
 from roles import paheko
 
 pytestmark = pytest.mark.hosts_in("web")
@@ -44,7 +45,7 @@ def test_real_paheko_is_initialised_and_consistent(host, data, pyinfra_host):
         assert code.exists and code.user == inst.user
         config = f"{inst.config_dir}/{paheko.CONFIG_NAME}"
         # The release this instance runs, as its marker says (an older one may still be there).
-        version = host.check_output(f"jq -r .version /var/lib/assotic/releases/{inst.slug}-paheko.json")
+        version = host.check_output(f"jq -r .version {release_marker_path(inst.slug, 'paheko')}")
         binary = f"/opt/assotic/paheko-{version}/bin/paheko"
         # As its own user and umask, like the deploy: a check must not leave world-readable files.
         run = host.run(shlex.join([*as_instance_user(inst.user), "/usr/bin/php", binary, "--config",
