@@ -1,7 +1,7 @@
 """The scheduled restore drill (`make drill`): prove, on a throw-away machine, that the
 latest backups of each association restore and work.
 
-    python -m commands.drill --inventory inventory/<name>.py [--tenant <slug>] [--keep]
+    python -m commands drill --inventory inventory/<name>.py [--tenant <slug>] [--keep]
         [--max-age-hours 26]
 
 For the chosen associations (all by default) it:
@@ -10,7 +10,7 @@ For the chosen associations (all by default) it:
      hold (Nextcloud, Paheko, a Mattermost instance of its own), with the production
      secrets (from a temporary copy of the store, so the drill never writes the real one)
      and without backups of its own;
-  2. restores the latest snapshot of each app onto it with commands.restore (restic checks
+  2. restores the latest snapshot of each app onto it with commands/restore.py (restic checks
      every restored file against the snapshot: `restore --verify`), reaching the production
      backup target with the source host's read access;
   3. checks that each app answers over HTTPS and that its database is whole;
@@ -41,6 +41,8 @@ from types import SimpleNamespace
 import yaml
 
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
+from commands.remote import RemoteError, run_remote
+from commands.restore import RestoreError, restore, snapshot_age_s
 
 DRILL_SLOT = 8
 DRILL_HOST = "web-1"
@@ -104,8 +106,6 @@ def slot_ssh_data(slot: int, host_port_offset: int, repo_root: Path = REPO_ROOT)
 
 
 def age_hours(snapshot_time: str, now: datetime | None = None) -> float:
-    from commands.restore import snapshot_age_s
-
     seconds = snapshot_age_s(snapshot_time) if now is None else \
         (now - datetime.fromisoformat(snapshot_time.replace("Z", "+00:00"))).total_seconds()
     return seconds / 3600
@@ -190,7 +190,7 @@ def drill_env(tenants_dir: Path, store_copy: Path, key: Path) -> dict[str, str]:
     return env
 
 
-def run(command: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess:
+def run_step(command: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
@@ -205,7 +205,6 @@ def tenants_dir_of_source() -> Path:
 
 
 def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: float) -> int:
-    from commands.restore import RestoreError, restore, run_remote
     from assotic.secrets_store import default_key_path, default_store_path
 
     source = load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
@@ -240,8 +239,8 @@ def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: floa
 
         say(f"starting the throw-away lab (slot {DRILL_SLOT}) and deploying "
             f"{', '.join(sorted(drilled))} onto its {DRILL_HOST}")
-        run([python, "-m", "lab", "up"], env, "lab up")
-        run([pyinfra, "-y", "--limit", DRILL_HOST, "inventory/lab.py", "deploy.py"], env, "drill deploy")
+        run_step([python, "-m", "lab", "up"], env, "lab up")
+        run_step([pyinfra, "-y", "--limit", DRILL_HOST, "inventory/lab.py", "deploy.py"], env, "drill deploy")
         target = SimpleNamespace(name=f"drill:{DRILL_HOST}", data=slot_ssh_data(DRILL_SLOT, 1))
 
         for slug, moved in drilled.items():
@@ -252,7 +251,7 @@ def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: floa
                 try:
                     restored = restore(inventory_file, slug, app, "latest", None, force=True,
                                        dry_run=False, target=target, inventory=source)
-                except RestoreError as error:
+                except (RestoreError, RemoteError) as error:
                     result.error = f"restore failed: {str(error).splitlines()[0]}"
                     continue
                 if not restored:
@@ -289,19 +288,16 @@ def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: floa
     return 0 if passed else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m commands.drill", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", default="inventory/lab.py")
     parser.add_argument("--tenant", help="one association (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the throw-away lab afterwards")
     parser.add_argument("--max-age-hours", type=float, default=DEFAULT_MAX_AGE_HOURS)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         return drill(args.inventory, args.tenant, args.keep, args.max_age_hours)
     except DrillError as error:
         print(f"drill: {error}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

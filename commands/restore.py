@@ -1,6 +1,6 @@
 """Restore one association from its restic snapshots (`make restore`).
 
-    python -m commands.restore --inventory inventory/<name>.py --tenant <slug>
+    python -m commands restore --inventory inventory/<name>.py --tenant <slug>
         [--app nextcloud|paheko] [--snapshot latest|<id>] [--from <host>] [--to <host>]
         [--force] [--dry-run]
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -36,8 +35,7 @@ from pathlib import Path
 from assotic.layout import BACKUP_STATE_DIR, backup_staging_dir, host_secret
 from assotic.needs import BackupSpec
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
-
-EOF_MARK = "__ASSOTIC_RESTORE_EOF__"
+from commands.remote import RemoteError, debian_major, heredoc, run_remote
 
 
 class RestoreError(Exception):
@@ -53,31 +51,6 @@ class Plan:
     snapshot: dict
     live: bool
     instance_exists: bool
-
-
-def ssh_command(pyinfra_host) -> list[str]:
-    data = pyinfra_host.data
-    user = data.ssh_user or "root"
-    command = ["ssh", "-o", "BatchMode=yes",
-               "-o", f"StrictHostKeyChecking={data.ssh_strict_host_key_checking or 'yes'}",
-               "-p", str(data.ssh_port or 22)]
-    if data.ssh_known_hosts_file:
-        command += ["-o", f"UserKnownHostsFile={data.ssh_known_hosts_file}"]
-    if data.ssh_key:
-        command += ["-i", str(Path(data.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
-    command.append(f"{user}@{data.ssh_hostname or pyinfra_host.name}")
-    command += ["bash", "-s"] if user == "root" else ["sudo", "-n", "bash", "-s"]
-    return command
-
-
-def run_remote(pyinfra_host, script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(ssh_command(pyinfra_host), input=script, text=True, capture_output=True)
-
-
-def heredoc(path: str, text: str) -> str:
-    if EOF_MARK in text:
-        raise RestoreError("a secret contains the here-document marker")
-    return f"cat > {path} <<'{EOF_MARK}'\n{text.rstrip(chr(10))}\n{EOF_MARK}\n"
 
 
 def repository_setup(source_name: str, source_data, secrets) -> str:
@@ -193,13 +166,6 @@ def expectations(output: str) -> dict[str, int]:
         if line.startswith("expect:") and sep and value.strip().isdigit():
             found[name] = int(value)
     return found
-
-
-def debian_major(pyinfra_host) -> str:
-    result = run_remote(pyinfra_host, ". /etc/os-release && echo ${VERSION_ID%%.*}\n")
-    if result.returncode != 0:
-        raise RestoreError(f"cannot reach {pyinfra_host.name}: {result.stderr.strip()}")
-    return result.stdout.strip()
 
 
 def source_and_target(app_host: str, source: str | None, to: str | None) -> tuple[str, str]:
@@ -372,8 +338,7 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m commands.restore", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", default="inventory/lab.py")
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--app")
@@ -383,15 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", help="host to restore onto (default: the source host)")
     parser.add_argument("--force", action="store_true", help="replace a live tenant")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, restore nothing")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         restore(args.inventory, args.tenant, args.app, args.snapshot, args.to, args.force, args.dry_run,
                 source=args.source)
-    except RestoreError as error:
+    except (RestoreError, RemoteError) as error:
         print(f"restore: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
