@@ -56,7 +56,7 @@ verify: $(VENV)/.installed ## Run the testinfra checks against INVENTORY over SS
 	@$(PYTEST_RUN) tests/verify --inventory=$(INVENTORY)
 
 bbb-check: $(VENV)/.installed ## BBB and TURN health over SSH: bbb-conf --check, SIP gateway registration, coturn
-	$(PY) -m commands.bbb_check $(INVENTORY)
+	$(PY) -m commands bbb-check $(INVENTORY)
 
 test: lint test-unit test-lab ## Run every test: the lint (layers contract, ruff), unit tests, then the lab tests
 
@@ -92,21 +92,21 @@ secrets-rekey: $(VENV)/.installed ## Re-encrypt the store under a new key: make 
 	$(PY) -m commands secrets rekey "$(NEWKEY)"
 
 restore: $(VENV)/.installed ## Restore one association: TENANT=<slug> [APP=..] [SNAPSHOT=latest|<id>] [FROM=<host>] [TO=<host>] [FORCE=1] [DRY=1]
-	$(PY) -m commands.restore --inventory $(INVENTORY) --tenant "$(TENANT)" --snapshot "$(or $(SNAPSHOT),latest)" \
+	$(PY) -m commands restore --inventory $(INVENTORY) --tenant "$(TENANT)" --snapshot "$(or $(SNAPSHOT),latest)" \
 		$(if $(APP),--app "$(APP)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") $(if $(FORCE),--force) $(if $(DRY),--dry-run)
 
 drill: $(VENV)/.installed ## Restore drill: latest snapshot of each association (or TENANT=) into a throw-away lab host; age + restore time (drill/results.json)
-	$(PY) -m commands.drill --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(KEEP),--keep)
+	$(PY) -m commands drill --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(KEEP),--keep)
 
 update: $(VENV)/.installed ## Apply changed release pins: backup, upgrade, health check, rollback [TENANT=<slug>] [DRY=1] [DRILL_FAIL_HEALTH=<slug>/<app>]
-	$(PY) -m commands.update --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(DRY),--dry-run) \
+	$(PY) -m commands update --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(DRY),--dry-run) \
 		$(if $(DRILL_FAIL_HEALTH),--drill-fail-health "$(DRILL_FAIL_HEALTH)")
 
 pins-fingerprint: $(VENV)/.installed ## Print the sha256 of the release pins (the nightly CI job runs `make update` when it changes)
-	@$(PY) -m commands.update --inventory $(INVENTORY) --pins-fingerprint
+	@$(PY) -m commands pins-fingerprint --inventory $(INVENTORY)
 
 backup-status: $(VENV)/.installed ## Fail naming each backup older than data backup_max_age_hours (26) on INVENTORY
-	$(PY) -m commands.backup_status --inventory $(INVENTORY)
+	$(PY) -m commands backup-status --inventory $(INVENTORY)
 
 bench: $(VENV)/.installed ## Measure converge/no-op times, idle RSS (1 and 10 associations), backup nights and restore (bench/results.json)
 	$(PY) -m lab.bench

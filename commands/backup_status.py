@@ -1,6 +1,6 @@
 """Is every association's last backup fresh? (`make backup-status`, run nightly by CI)
 
-    python -m commands.backup_status --inventory inventory/<name>.py
+    python -m commands backup-status --inventory inventory/<name>.py
 
 Reads the inventory exactly as pyinfra does, computes on the deploy machine which backup
 jobs each backed-up host must have (from the plan the deploy uses, roles/plan.py: one
@@ -13,12 +13,12 @@ SSH. Exits 1 naming every job whose last successful backup is missing or older t
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from assotic.layout import BACKED_UP_GROUPS, BACKUP_MAX_AGE_HOURS, BACKUP_STATUS_DIR, HOST_BACKUP_JOB
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
+from commands.remote import debian_major, parse_json_stream, run_remote
 
 
 def expected_jobs(plan) -> list[str]:
@@ -30,7 +30,6 @@ def expected_jobs(plan) -> list[str]:
 def host_plan(pyinfra_host):
     """The deploy's plan of the host. "standin": job names do not depend on releases, and CI
     runs this on a fresh machine where no release file has been downloaded."""
-    from commands.restore import debian_major
     from roles.plan import plan_host
 
     return plan_host(pyinfra_host.name, pyinfra_host.data, pyinfra_host.groups,
@@ -60,19 +59,17 @@ def stale_jobs(host: str, jobs: list[str], statuses: dict[str, dict], max_age_h:
 
 
 def read_statuses(pyinfra_host) -> dict[str, dict]:
-    from commands.restore import run_remote
-    from commands.update import parse_json_stream
-
     result = run_remote(pyinfra_host, f"for f in {BACKUP_STATUS_DIR}/*.json; do [ -e \"$f\" ] && cat \"$f\"; done; true\n")
     if result.returncode != 0:
         raise RuntimeError(f"cannot read {BACKUP_STATUS_DIR} on {pyinfra_host.name}: {result.stderr.strip()}")
     return {status["job"]: status for status in parse_json_stream(result.stdout)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="commands.backup_status", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", required=True)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     inventory = load_inventory_like_pyinfra(Path(args.inventory).resolve(), REPO_ROOT)
     now = datetime.now(timezone.utc)
     problems, checked = [], 0
@@ -101,6 +98,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backup-status: {checked} job(s) checked, {len(problems)} problem(s)")
     return 1 if problems else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,37 +6,25 @@ registered; the ESL password read on the host, never on a command line: model.fs
 host of group turn: `systemctl is-active coturn`. Read-only: it changes nothing. The
 inventory is loaded as pyinfra loads it (preflight runs; nothing is written).
 
-    python -m commands.bbb_check inventory/<name>.py
+    python -m commands bbb-check inventory/<name>.py
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import subprocess
-import sys
 
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
+from commands.remote import ssh_argv, sudo_prefix
 from roles.bbb.model import BbbSettings, gateway_status_command
 
 TIMEOUT_S = 120
 
 
-def ssh_argv(pyinfra_host) -> list[str]:
-    data = pyinfra_host.data
-    argv = ["ssh", "-o", "BatchMode=yes",
-            "-o", f"StrictHostKeyChecking={data.ssh_strict_host_key_checking or 'yes'}",
-            "-p", str(data.ssh_port or 22)]
-    if data.ssh_known_hosts_file:
-        argv += ["-o", f"UserKnownHostsFile={data.ssh_known_hosts_file}"]
-    if data.ssh_key:
-        argv += ["-i", data.ssh_key]
-    user = data.ssh_user or "root"
-    return argv + [f"{user}@{data.ssh_hostname or pyinfra_host.name}"]
-
-
 def host_commands(pyinfra_host) -> list[tuple[str, str]]:
     """(label, remote command) pairs for one host; sudo when the login is not root."""
-    sudo = "" if (pyinfra_host.data.ssh_user or "root") == "root" else "sudo -n "
+    sudo = sudo_prefix(pyinfra_host)
     commands = []
     if "bbb" in pyinfra_host.groups:
         settings = BbbSettings.from_data(pyinfra_host.name, pyinfra_host.data)
@@ -50,8 +38,12 @@ def host_commands(pyinfra_host) -> list[tuple[str, str]]:
     return commands
 
 
-def main(argv: list[str]) -> int:
-    inventory = load_inventory_like_pyinfra(argv[0] if argv else "inventory/lab.py", REPO_ROOT)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inventory", nargs="?", default="inventory/lab.py")
+
+
+def run(args: argparse.Namespace) -> int:
+    inventory = load_inventory_like_pyinfra(args.inventory, REPO_ROOT)
     failures = 0
     checked = 0
     for pyinfra_host in inventory:
@@ -67,6 +59,3 @@ def main(argv: list[str]) -> int:
         print("bbb-check: no host of group bbb or turn in this inventory")
     return 1 if failures else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

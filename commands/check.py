@@ -13,12 +13,12 @@ from pathlib import Path
 from assotic.preflight import Platform, load_inventory_like_pyinfra
 
 
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="assotic check", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", default="inventory/lab.py", help="pyinfra inventory file")
     parser.add_argument("--tenants", default=None, help="directory of tenant files")
-    args = parser.parse_args(argv)
 
+
+def run(args: argparse.Namespace) -> int:
     if not Path(args.inventory).is_file():
         print(f"assotic: {args.inventory}: inventory file not found", flush=True)
         return 2

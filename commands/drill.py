@@ -1,7 +1,7 @@
 """The scheduled restore drill (`make drill`): prove, on a throw-away machine, that the
 latest backups of each association restore and work.
 
-    python -m commands.drill --inventory inventory/<name>.py [--tenant <slug>] [--keep]
+    python -m commands drill --inventory inventory/<name>.py [--tenant <slug>] [--keep]
         [--max-age-hours 26]
 
 For the chosen associations (all by default) it:
@@ -10,7 +10,7 @@ For the chosen associations (all by default) it:
      hold (Nextcloud, Paheko, a Mattermost instance of its own), with the production
      secrets (from a temporary copy of the store, so the drill never writes the real one)
      and without backups of its own;
-  2. restores the latest snapshot of each app onto it with commands.restore (restic checks
+  2. restores the latest snapshot of each app onto it with commands/restore.py (restic checks
      every restored file against the snapshot: `restore --verify`), reaching the production
      backup target with the source host's read access;
   3. checks that each app answers over HTTPS and that its database is whole;
@@ -41,6 +41,8 @@ from types import SimpleNamespace
 import yaml
 
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
+from commands.remote import RemoteError, run_remote
+from commands.restore import RestoreError, restore, snapshot_age_s
 
 DRILL_SLOT = 8
 DRILL_HOST = "web-1"
@@ -104,8 +106,6 @@ def slot_ssh_data(slot: int, host_port_offset: int, repo_root: Path = REPO_ROOT)
 
 
 def age_hours(snapshot_time: str, now: datetime | None = None) -> float:
-    from commands.restore import snapshot_age_s
-
     seconds = snapshot_age_s(snapshot_time) if now is None else \
         (now - datetime.fromisoformat(snapshot_time.replace("Z", "+00:00"))).total_seconds()
     return seconds / 3600
@@ -190,7 +190,7 @@ def drill_env(tenants_dir: Path, store_copy: Path, key: Path) -> dict[str, str]:
     return env
 
 
-def run(command: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess:
+def run_step(command: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
@@ -204,104 +204,143 @@ def tenants_dir_of_source() -> Path:
     return tenants_dir()
 
 
-def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: float) -> int:
-    from commands.restore import RestoreError, restore, run_remote
-    from assotic.secrets_store import default_key_path, default_store_path
-
-    source = load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
+def tenants_to_drill(source, only: str | None, inventory_file: str) -> list:
+    """The inventory's associations the drill restores: all, or the one `only` names."""
     platform = next(iter(source)).data.platform
     tenants = [t for t in platform.tenants if only in (None, t.slug)]
     if not tenants:
         raise DrillError(f"no tenant {only!r} in {inventory_file}")
+    return tenants
+
+
+def write_drill_tenants(tenants: list, source_dir: Path, tenants_dir: Path) -> dict[str, dict]:
+    """Write into `tenants_dir` the tenant file of each association with its drilled apps on
+    the drill host (drill_tenant); slug -> that file's data, for those with something drilled."""
+    drilled: dict[str, dict] = {}
+    for t in tenants:
+        data = yaml.safe_load((source_dir / f"{t.slug}.yml").read_text())
+        moved, skipped = drill_tenant(data)
+        for reason in skipped:
+            say(f"{t.slug}: skipped {reason}")
+        if moved:
+            drilled[t.slug] = moved
+            (tenants_dir / f"{t.slug}.yml").write_text(yaml.safe_dump(moved, sort_keys=False))
+    if not drilled:
+        raise DrillError("no association has an app the drill can restore")
+    return drilled
+
+
+def copy_of_store(store: Path, work: Path) -> Path:
+    """A 0600 copy of the secrets store: the drill's deploy may write to it, never to the real one."""
+    store_copy = work / "secrets.enc.json"
+    shutil.copy2(store, store_copy)
+    os.chmod(store_copy, 0o600)
+    return store_copy
+
+
+def start_drill_host(env: dict[str, str], drilled: dict[str, dict]) -> SimpleNamespace:
+    """Start the throw-away lab and deploy the drilled apps onto its drill host; that host."""
+    python, pyinfra = sys.executable, str(Path(sys.executable).parent / "pyinfra")
+    say(f"starting the throw-away lab (slot {DRILL_SLOT}) and deploying "
+        f"{', '.join(sorted(drilled))} onto its {DRILL_HOST}")
+    run_step([python, "-m", "lab", "up"], env, "lab up")
+    run_step([pyinfra, "-y", "--limit", DRILL_HOST, "inventory/lab.py", "deploy.py"], env, "drill deploy")
+    return SimpleNamespace(name=f"drill:{DRILL_HOST}", data=slot_ssh_data(DRILL_SLOT, 1))
+
+
+def restored_result(slug: str, app: str, restored: list[dict], now: datetime | None = None) -> AppResult:
+    """An app's result from what commands.restore.restore returned (its checks still to run)."""
+    result = AppResult(slug, app)
+    if not restored:
+        result.error = "nothing restored"
+        return result
+    r = restored[0]
+    result.snapshot, result.snapshot_time = r["snapshot"], r["snapshot_time"]
+    result.age_hours = round(age_hours(r["snapshot_time"], now), 2)
+    result.restore_seconds = r["seconds"]
+    return result
+
+
+def drill_app(inventory_file: str, source, target, slug: str, app: str, domain: str) -> AppResult:
+    """Restore one app's latest snapshot onto the drill host, then check it there."""
+    say(f"{slug}/{app}: restoring the latest snapshot")
+    try:
+        restored = restore(inventory_file, slug, app, "latest", None, force=True,
+                           dry_run=False, target=target, inventory=source)
+    except (RestoreError, RemoteError) as error:
+        return AppResult(slug, app, error=f"restore failed: {str(error).splitlines()[0]}")
+    result = restored_result(slug, app, restored)
+    if not result.error:
+        checked = run_remote(target, check_script(app, slug, domain, restored[0].get("expected", {})))
+        result.checks = parse_checks(checked.stdout)
+    return result
+
+
+def remove_drill_lab(work: Path, keep: bool) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    if not keep:
+        subprocess.run([sys.executable, "-m", "lab", "down"], cwd=REPO_ROOT,
+                       env={**os.environ, "ASSOTIC_LAB_SLOT": str(DRILL_SLOT)},
+                       capture_output=True, text=True)
+
+
+def results_document(inventory_file: str, results: list[AppResult], max_age_hours: float,
+                     duration_s: float, finished_at: datetime) -> dict:
+    """What drill/results.json holds."""
+    return {
+        "inventory": str(inventory_file),
+        "finished_at": finished_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(duration_s, 1),
+        "max_age_hours": max_age_hours,
+        "passed": drill_passed(results, max_age_hours),
+        "results": [vars(r) for r in results],
+    }
+
+
+def report(inventory_file: str, results: list[AppResult], max_age_hours: float, started: float) -> int:
+    """Print the results, write drill/results.json; 0 when the drill passed."""
+    for line in report_lines(results, max_age_hours):
+        print(line)
+    document = results_document(inventory_file, results, max_age_hours, time.monotonic() - started,
+                                datetime.now(timezone.utc))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    say(f"{'PASSED' if document['passed'] else 'FAILED'} ({len(results)} app(s)); figures in "
+        f"{RESULTS.relative_to(REPO_ROOT)}")
+    return 0 if document["passed"] else 1
+
+
+def drill(inventory_file: str, only: str | None, keep: bool, max_age_hours: float) -> int:
+    from assotic.secrets_store import default_key_path, default_store_path
+
+    source = load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
+    tenants = tenants_to_drill(source, only, inventory_file)
     store, key = default_store_path(), default_key_path()  # as the inventory resolved them
     work = Path(tempfile.mkdtemp(prefix="assotic-drill-"))  # 0700
-    results: list[AppResult] = []
     started = time.monotonic()
     try:
         tenants_dir = work / "tenants"
         tenants_dir.mkdir()
-        source_dir = tenants_dir_of_source()
-        drilled: dict[str, dict] = {}
-        for t in tenants:
-            data = yaml.safe_load((source_dir / f"{t.slug}.yml").read_text())
-            moved, skipped = drill_tenant(data)
-            for reason in skipped:
-                say(f"{t.slug}: skipped {reason}")
-            if moved:
-                drilled[t.slug] = moved
-                (tenants_dir / f"{t.slug}.yml").write_text(yaml.safe_dump(moved, sort_keys=False))
-        if not drilled:
-            raise DrillError("no association has an app the drill can restore")
-        store_copy = work / "secrets.enc.json"
-        shutil.copy2(store, store_copy)
-        os.chmod(store_copy, 0o600)
-        env = drill_env(tenants_dir, store_copy, key)
-        python, pyinfra = sys.executable, str(Path(sys.executable).parent / "pyinfra")
-
-        say(f"starting the throw-away lab (slot {DRILL_SLOT}) and deploying "
-            f"{', '.join(sorted(drilled))} onto its {DRILL_HOST}")
-        run([python, "-m", "lab", "up"], env, "lab up")
-        run([pyinfra, "-y", "--limit", DRILL_HOST, "inventory/lab.py", "deploy.py"], env, "drill deploy")
-        target = SimpleNamespace(name=f"drill:{DRILL_HOST}", data=slot_ssh_data(DRILL_SLOT, 1))
-
-        for slug, moved in drilled.items():
-            for app in moved["apps"]:
-                result = AppResult(slug, app)
-                results.append(result)
-                say(f"{slug}/{app}: restoring the latest snapshot")
-                try:
-                    restored = restore(inventory_file, slug, app, "latest", None, force=True,
-                                       dry_run=False, target=target, inventory=source)
-                except RestoreError as error:
-                    result.error = f"restore failed: {str(error).splitlines()[0]}"
-                    continue
-                if not restored:
-                    result.error = "nothing restored"
-                    continue
-                r = restored[0]
-                result.snapshot, result.snapshot_time = r["snapshot"], r["snapshot_time"]
-                result.age_hours = round(age_hours(r["snapshot_time"]), 2)
-                result.restore_seconds = r["seconds"]
-                checked = run_remote(target, check_script(app, slug, moved["apps"][app]["domain"],
-                                                          r.get("expected", {})))
-                result.checks = parse_checks(checked.stdout)
+        drilled = write_drill_tenants(tenants, tenants_dir_of_source(), tenants_dir)
+        env = drill_env(tenants_dir, copy_of_store(store, work), key)
+        target = start_drill_host(env, drilled)
+        results = [drill_app(inventory_file, source, target, slug, app, moved["apps"][app]["domain"])
+                   for slug, moved in drilled.items() for app in moved["apps"]]
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if not keep:
-            subprocess.run([sys.executable, "-m", "lab", "down"], cwd=REPO_ROOT,
-                           env={**os.environ, "ASSOTIC_LAB_SLOT": str(DRILL_SLOT)},
-                           capture_output=True, text=True)
-
-    for line in report_lines(results, max_age_hours):
-        print(line)
-    passed = drill_passed(results, max_age_hours)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "inventory": str(inventory_file),
-        "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "duration_s": round(time.monotonic() - started, 1),
-        "max_age_hours": max_age_hours,
-        "passed": passed,
-        "results": [vars(r) for r in results],
-    }, indent=2) + "\n")
-    say(f"{'PASSED' if passed else 'FAILED'} ({len(results)} app(s)); figures in "
-        f"{RESULTS.relative_to(REPO_ROOT)}")
-    return 0 if passed else 1
+        remove_drill_lab(work, keep)
+    return report(inventory_file, results, max_age_hours, started)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m commands.drill", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", default="inventory/lab.py")
     parser.add_argument("--tenant", help="one association (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the throw-away lab afterwards")
     parser.add_argument("--max-age-hours", type=float, default=DEFAULT_MAX_AGE_HOURS)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         return drill(args.inventory, args.tenant, args.keep, args.max_age_hours)
     except DrillError as error:
         print(f"drill: {error}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Restore one association from its restic snapshots (`make restore`).
 
-    python -m commands.restore --inventory inventory/<name>.py --tenant <slug>
+    python -m commands restore --inventory inventory/<name>.py --tenant <slug>
         [--app nextcloud|paheko] [--snapshot latest|<id>] [--from <host>] [--to <host>]
         [--force] [--dry-run]
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -36,8 +35,7 @@ from pathlib import Path
 from assotic.layout import BACKUP_STATE_DIR, backup_staging_dir, host_secret
 from assotic.needs import BackupSpec
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
-
-EOF_MARK = "__ASSOTIC_RESTORE_EOF__"
+from commands.remote import RemoteError, debian_major, heredoc, run_remote
 
 
 class RestoreError(Exception):
@@ -53,31 +51,6 @@ class Plan:
     snapshot: dict
     live: bool
     instance_exists: bool
-
-
-def ssh_command(pyinfra_host) -> list[str]:
-    data = pyinfra_host.data
-    user = data.ssh_user or "root"
-    command = ["ssh", "-o", "BatchMode=yes",
-               "-o", f"StrictHostKeyChecking={data.ssh_strict_host_key_checking or 'yes'}",
-               "-p", str(data.ssh_port or 22)]
-    if data.ssh_known_hosts_file:
-        command += ["-o", f"UserKnownHostsFile={data.ssh_known_hosts_file}"]
-    if data.ssh_key:
-        command += ["-i", str(Path(data.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
-    command.append(f"{user}@{data.ssh_hostname or pyinfra_host.name}")
-    command += ["bash", "-s"] if user == "root" else ["sudo", "-n", "bash", "-s"]
-    return command
-
-
-def run_remote(pyinfra_host, script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(ssh_command(pyinfra_host), input=script, text=True, capture_output=True)
-
-
-def heredoc(path: str, text: str) -> str:
-    if EOF_MARK in text:
-        raise RestoreError("a secret contains the here-document marker")
-    return f"cat > {path} <<'{EOF_MARK}'\n{text.rstrip(chr(10))}\n{EOF_MARK}\n"
 
 
 def repository_setup(source_name: str, source_data, secrets) -> str:
@@ -195,13 +168,6 @@ def expectations(output: str) -> dict[str, int]:
     return found
 
 
-def debian_major(pyinfra_host) -> str:
-    result = run_remote(pyinfra_host, ". /etc/os-release && echo ${VERSION_ID%%.*}\n")
-    if result.returncode != 0:
-        raise RestoreError(f"cannot reach {pyinfra_host.name}: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
 def source_and_target(app_host: str, source: str | None, to: str | None) -> tuple[str, str]:
     """(host whose repository holds the snapshots, host to restore onto) for one app.
 
@@ -277,14 +243,33 @@ def age(snapshot_time: str) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
 
 
-def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: str | None,
-            force: bool, dry_run: bool, out=sys.stdout, source: str | None = None,
-            target=None, inventory=None) -> list[dict]:
-    """Restore; `target` (an object with .name and pyinfra-style SSH .data) replaces the
-    inventory host --to names: the drill restores onto a throw-away host of no inventory."""
-    inventory = inventory or load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
-    any_host = next(iter(inventory))
-    platform = any_host.data.platform
+@dataclass
+class RestoreHosts:
+    """Where one restore reads and writes: the inventory's hosts, with `target` (an object
+    with .name and pyinfra-style SSH .data) in place of the host --to names, if given."""
+
+    inventory: object
+    inventory_file: str
+    secrets: object
+    target: object = None
+
+    def onto(self, to_name: str):
+        """(name, host) the restore writes to."""
+        if self.target is not None:
+            return self.target.name, self.target
+        to_host = self.inventory.get_host(to_name)
+        if to_host is None:
+            raise RestoreError(f"no host {to_name!r} in {self.inventory_file}")
+        return to_name, to_host
+
+    def repository_setup(self, source_name: str) -> str:
+        return repository_setup(source_name, self.inventory.get_host(source_name).data, self.secrets)
+
+
+def specs_to_restore(platform, inventory, slug: str, app: str | None, source: str | None,
+                     to: str | None) -> dict[str, tuple[str, str, BackupSpec]]:
+    """app -> (source host, target host, backup spec) of what `slug` names: an association
+    (its backed-up apps, or only `app`), or a shared Mattermost instance."""
     tenants = {t.slug: t for t in platform.tenants}
     # A Mattermost server shared by several associations is backed up (and restored) as one.
     shared = {i.name: i for i in platform.mattermost if i.declared and i.name not in tenants}
@@ -301,79 +286,113 @@ def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: 
                            f"(known: {', '.join(sorted([*tenants, *shared]))})")
     if app and app not in specs:
         raise RestoreError(f"{slug} has no backed-up app {app!r} (backed up: {', '.join(specs) or 'none'})")
-    results = []
+    return specs
+
+
+def no_snapshot_problem(slug: str, app: str, snapshot: str, source: str) -> str:
+    return (f"{slug}/{app}: no snapshot {snapshot!r} tagged tenant:{slug},app:{app} in "
+            f"the repository of {source}; if {slug} moved, name the host that made "
+            "the backups with --from (FROM=)")
+
+
+def plan_restores(hosts: RestoreHosts, specs: dict[str, tuple[str, str, BackupSpec]], slug: str,
+                  app: str | None, snapshot: str) -> tuple[list[Plan], list[str]]:
+    """(the plan of each app whose snapshot was found, why the others have none).
+
+    Lists the snapshots from the target host, with the source host's repository access."""
     plans: list[Plan] = []
     unbacked: list[str] = []
     for name, (from_name, to_name, spec) in specs.items():
-        if target is not None:
-            to_name, to_host = target.name, target
-        else:
-            to_host = inventory.get_host(to_name)
-        if to_host is None:
-            raise RestoreError(f"no host {to_name!r} in {inventory_file}")
-        setup = repository_setup(from_name, inventory.get_host(from_name).data, platform.secrets)
-        result = run_remote(to_host, setup + plan_script(spec, snapshot))
+        to_name, to_host = hosts.onto(to_name)
+        result = run_remote(to_host, hosts.repository_setup(from_name) + plan_script(spec, snapshot))
         if result.returncode != 0:
             raise RestoreError(f"{name}: could not list snapshots from {to_name}:\n{result.stderr.strip()}")
         answer = json.loads(result.stdout.strip().splitlines()[-1])
-        if not answer["snapshot"]:
-            problem = (f"{slug}/{name}: no snapshot {snapshot!r} tagged tenant:{slug},app:{name} in "
-                       f"the repository of {from_name}; if {slug} moved, name the host that made "
-                       "the backups with --from (FROM=)")
-            if app:  # asked for by name: nothing else to do
-                raise RestoreError(problem)
-            # A whole association: an app never backed up yet (just added) must not keep the
-            # others from coming back; the plan says so, and `make backup-status` flags it.
-            unbacked.append(problem)
+        if answer["snapshot"]:
+            plans.append(Plan(name, spec, from_name, to_name, answer["snapshot"], answer["live"],
+                              answer["instance_exists"]))
             continue
-        plans.append(Plan(name, spec, from_name, to_name, answer["snapshot"], answer["live"],
-                          answer["instance_exists"]))
+        problem = no_snapshot_problem(slug, name, snapshot, from_name)
+        if app:  # asked for by name: nothing else to do
+            raise RestoreError(problem)
+        # A whole association: an app never backed up yet (just added) must not keep the
+        # others from coming back; the plan says so, and `make backup-status` flags it.
+        unbacked.append(problem)
     if not plans:
         raise RestoreError("nothing to restore:\n  " + "\n  ".join(unbacked))
+    return plans, unbacked
 
-    print(f"restore plan for {slug} ({inventory_file}):", file=out)
-    for problem in unbacked:
-        print(f"  - NOT RESTORED, {problem}", file=out)
+
+def snapshot_time_text(snapshot_time: str) -> str:
+    """A restic time to the second, with its offset: '2026-11-30T06:12:34+01:00', '...Z'."""
+    return f"{snapshot_time[:19]}{snapshot_time[-6:] if snapshot_time[-6] in '+-' else 'Z'}"
+
+
+def plan_lines(slug: str, inventory_file: str, plans: list[Plan], unbacked: list[str]) -> list[str]:
+    """The restore plan as printed before anything is restored."""
+    lines = [f"restore plan for {slug} ({inventory_file}):"]
+    lines += [f"  - NOT RESTORED, {problem}" for problem in unbacked]
     for p in plans:
         snap = p.snapshot
         state = ("LIVE: its current data will be REPLACED" if p.live else
                  "exists, empty" if p.instance_exists else "NOT DEPLOYED there")
-        print(f"  - {p.app}: snapshot {snap['short_id']} of {snap['time'][:19]}{snap['time'][-6:] if snap['time'][-6] in '+-' else 'Z'} (age {age(snap['time'])}) "
-              f"made on {p.source} -> {p.to} [{state}]", file=out)
-        print(f"      files: {', '.join(p.spec.paths)}", file=out)
+        lines.append(f"  - {p.app}: snapshot {snap['short_id']} of {snapshot_time_text(snap['time'])} "
+                     f"(age {age(snap['time'])}) made on {p.source} -> {p.to} [{state}]")
+        lines.append(f"      files: {', '.join(p.spec.paths)}")
         if p.spec.postgres_db:
-            print(f"      database: PostgreSQL {p.spec.postgres_db} (dropped and restored from the dump)", file=out)
-        for live in p.spec.sqlite:
-            print(f"      database: SQLite {live} (replaced by the snapshot's VACUUM INTO copy)", file=out)
-        for hook in p.spec.after_restore:
-            print(f"      then: {hook.split(' -- ')[-1][:100]}", file=out)
+            lines.append(f"      database: PostgreSQL {p.spec.postgres_db} (dropped and restored from the dump)")
+        lines += [f"      database: SQLite {live} (replaced by the snapshot's VACUUM INTO copy)"
+                  for live in p.spec.sqlite]
+        lines += [f"      then: {hook.split(' -- ')[-1][:100]}" for hook in p.spec.after_restore]
+    return lines
+
+
+def refusals(slug: str, plans: list[Plan], force: bool) -> list[str]:
+    """Why the plan must not be carried out: an instance not deployed, or live without force."""
     problems = [f"{p.app}: the instance is not deployed on {p.to}; deploy {slug} there first"
                 for p in plans if not p.instance_exists]
     if not force:
         problems += [f"{p.app}: {slug} is live on {p.to}; run again with FORCE=1 (--force) to replace it"
                      for p in plans if p.live]
+    return problems
+
+
+def restore_one(hosts: RestoreHosts, p: Plan, out) -> dict:
+    """Restore one app's snapshot; what was restored, how long it took, what the snapshot held."""
+    start = time.monotonic()
+    _, to_host = hosts.onto(p.to)
+    result = run_remote(to_host, hosts.repository_setup(p.source) + restore_script(p.spec, p.snapshot["id"]))
+    seconds = time.monotonic() - start
+    if result.returncode != 0 or "restored" not in result.stdout:
+        raise RestoreError(f"{p.app}: restore on {p.to} failed (exit {result.returncode}):\n"
+                           f"{result.stderr.strip()[-3000:]}")
+    print(f"  {p.app}: restored snapshot {p.snapshot['short_id']} onto {p.to} in {seconds:.1f}s", file=out)
+    return {"app": p.app, "snapshot": p.snapshot["id"], "snapshot_time": p.snapshot["time"],
+            "to": p.to, "seconds": round(seconds, 1), "expected": expectations(result.stdout)}
+
+
+def restore(inventory_file: str, slug: str, app: str | None, snapshot: str, to: str | None,
+            force: bool, dry_run: bool, out=sys.stdout, source: str | None = None,
+            target=None, inventory=None) -> list[dict]:
+    """Restore; `target` (an object with .name and pyinfra-style SSH .data) replaces the
+    inventory host --to names: the drill restores onto a throw-away host of no inventory."""
+    inventory = inventory or load_inventory_like_pyinfra(inventory_file, REPO_ROOT)
+    platform = next(iter(inventory)).data.platform
+    hosts = RestoreHosts(inventory, inventory_file, platform.secrets, target)
+    specs = specs_to_restore(platform, inventory, slug, app, source, to)
+    plans, unbacked = plan_restores(hosts, specs, slug, app, snapshot)
+    for line in plan_lines(slug, inventory_file, plans, unbacked):
+        print(line, file=out)
+    problems = refusals(slug, plans, force)
     if problems:
         raise RestoreError("refusing to restore:\n  " + "\n  ".join(problems))
     if dry_run:
         print("dry run: nothing restored", file=out)
         return []
-    for p in plans:
-        start = time.monotonic()
-        setup = repository_setup(p.source, inventory.get_host(p.source).data, platform.secrets)
-        to_host = target if target is not None else inventory.get_host(p.to)
-        result = run_remote(to_host, setup + restore_script(p.spec, p.snapshot["id"]))
-        seconds = time.monotonic() - start
-        if result.returncode != 0 or "restored" not in result.stdout:
-            raise RestoreError(f"{p.app}: restore on {p.to} failed (exit {result.returncode}):\n"
-                               f"{result.stderr.strip()[-3000:]}")
-        print(f"  {p.app}: restored snapshot {p.snapshot['short_id']} onto {p.to} in {seconds:.1f}s", file=out)
-        results.append({"app": p.app, "snapshot": p.snapshot["id"], "snapshot_time": p.snapshot["time"],
-                        "to": p.to, "seconds": round(seconds, 1), "expected": expectations(result.stdout)})
-    return results
+    return [restore_one(hosts, p, out) for p in plans]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m commands.restore", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", default="inventory/lab.py")
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--app")
@@ -383,15 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", help="host to restore onto (default: the source host)")
     parser.add_argument("--force", action="store_true", help="replace a live tenant")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, restore nothing")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         restore(args.inventory, args.tenant, args.app, args.snapshot, args.to, args.force, args.dry_run,
                 source=args.source)
-    except RestoreError as error:
+    except (RestoreError, RemoteError) as error:
         print(f"restore: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

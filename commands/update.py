@@ -1,6 +1,6 @@
 """Apply new release pins to the app instances that still run an older one (`make update`).
 
-    python -m commands.update --inventory inventory/<name>.py [--tenant <slug>] [--dry-run]
+    python -m commands update --inventory inventory/<name>.py [--tenant <slug>] [--dry-run]
 
 Reads the inventory exactly as pyinfra does (assotic.preflight.load_inventory_like_pyinfra),
 reads each web host's release markers (/var/lib/assotic/releases/, written by deploy.py after
@@ -21,7 +21,7 @@ deployed version differs is updated, one at a time, the canary association first
 4. a health check: the vhost answers below 500 on the host itself, Nextcloud's `occ status`
    says installed, not in maintenance, no database upgrade pending; the marker shows the new
    version;
-5. on failure (of 3 or 4): rollback. `commands.restore` puts the pre-update snapshot back
+5. on failure (of 3 or 4): rollback. `commands restore` puts the pre-update snapshot back
    (--snapshot <id> --force), then the deploy puts the previous pin's code back (the pin
    recorded in the marker), and the health check runs again.
 
@@ -54,6 +54,7 @@ from typing import Any
 from assotic.artifacts import artifact_from_pin, instance_key
 from assotic.layout import RELEASE_MARKER_DIR, backup_job, backup_status_file, backup_unit
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
+from commands.remote import parse_json_stream, run_remote_strict
 
 HTTP_HEALTHY_BELOW = 500
 
@@ -157,19 +158,6 @@ def markers_by_key(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def parse_json_stream(text: str) -> list[dict[str, Any]]:
-    """Several JSON objects printed one after the other (cat of several files)."""
-    decoder, records, position = json.JSONDecoder(), [], 0
-    text = text.strip()
-    while position < len(text):
-        record, end = decoder.raw_decode(text, position)
-        records.append(record)
-        position = end
-        while position < len(text) and text[position].isspace():
-            position += 1
-    return records
-
-
 def pins_fingerprint(releases: dict[str, Any], upgrade_path: list[dict[str, Any]]) -> str:
     """sha256 of the pins an update applies (data `releases` and `nextcloud_upgrade_path`),
     independent of key order and comments: the nightly CI job compares it with the one its
@@ -203,15 +191,9 @@ def plan_text(updates: list[Update], canary: str | None, notes: list[str]) -> st
 # -- On the hosts ---------------------------------------------------------------------------------
 
 
-def remote(pyinfra_host, script: str) -> subprocess.CompletedProcess:
-    from commands.restore import run_remote
-
-    return run_remote(pyinfra_host, "set -euo pipefail\n" + script)
-
-
 def read_markers(pyinfra_host) -> dict[str, dict[str, Any]]:
-    result = remote(pyinfra_host, f"for f in {RELEASE_MARKER_DIR}/*.json; do [ -e \"$f\" ] && cat \"$f\"; "
-                                  "done; true\n")
+    result = run_remote_strict(pyinfra_host, f"for f in {RELEASE_MARKER_DIR}/*.json; do "
+                                             "[ -e \"$f\" ] && cat \"$f\"; done; true\n")
     if result.returncode != 0:
         raise StepFailed(f"cannot read the release markers of {pyinfra_host.name}: {result.stderr.strip()}")
     return markers_by_key(parse_json_stream(result.stdout))
@@ -221,7 +203,7 @@ def fresh_backup(pyinfra_host, update: Update) -> str:
     """Run the instance's backup job now; its new status file's snapshot id, or StepFailed."""
     job = backup_job(update.slug, update.app)
     unit, status = backup_unit(job), backup_status_file(job)
-    result = remote(pyinfra_host, f"""
+    result = run_remote_strict(pyinfra_host, f"""
 before=$(stat -c %Y {status} 2>/dev/null || echo 0)
 sleep 1  # a status file written in the same second as `before` would look old
 if ! systemctl start {unit}.service; then
@@ -252,7 +234,8 @@ def maintenance(pyinfra_host, update: Update, on: bool, version: str) -> None:
         say(f"  maintenance mode: skipped ({update.key} is a stand-in, which has none)"
             if update.standin else f"  maintenance mode: {update.app} has none; skipped")
         return
-    result = remote(pyinfra_host, occ(update, version, "maintenance:mode", "--on" if on else "--off") + "\n")
+    result = run_remote_strict(pyinfra_host,
+                               occ(update, version, "maintenance:mode", "--on" if on else "--off") + "\n")
     if result.returncode != 0:
         raise StepFailed(f"occ maintenance:mode failed: {result.stderr.strip()[-400:]}")
     say(f"  maintenance mode {'on' if on else 'off'}")
@@ -287,8 +270,8 @@ def health(pyinfra_host, update: Update, version: str) -> list[str]:
     """What is wrong with the instance now (empty: healthy)."""
     problems = []
     domain = shlex.quote(update.domain)
-    result = remote(pyinfra_host, f"curl -sk --max-time 15 -o /dev/null -w '%{{http_code}}' "
-                                  f"--resolve {domain}:443:127.0.0.1 https://{domain}/\n")
+    result = run_remote_strict(pyinfra_host, f"curl -sk --max-time 15 -o /dev/null -w '%{{http_code}}' "
+                                             f"--resolve {domain}:443:127.0.0.1 https://{domain}/\n")
     code = result.stdout.strip()
     if not code.isdigit() or int(code) == 0 or int(code) >= HTTP_HEALTHY_BELOW:
         problems.append(f"https://{update.domain}/ answered {code or 'nothing'} {result.stderr.strip()}")
@@ -297,7 +280,7 @@ def health(pyinfra_host, update: Update, version: str) -> list[str]:
     if now.get("version") != version:
         problems.append(f"release marker says {now.get('version')!r}, expected {version!r}")
     if update.app == "nextcloud" and not now.get("standin", update.standin):
-        result = remote(pyinfra_host, occ(update, version, "status", "--output=json") + "\n")
+        result = run_remote_strict(pyinfra_host, occ(update, version, "status", "--output=json") + "\n")
         try:
             status = json.loads(result.stdout)
         except json.JSONDecodeError:
@@ -357,7 +340,7 @@ def rollback(inventory, inventory_path: Path, update: Update, snapshot: str, log
     """Pre-update snapshot, then the previous pin's code; True when healthy again."""
     h = inventory.get_host(update.host)
     say(f"  ROLLBACK of {update.key}: restore snapshot {snapshot[:8]}, then {update.deployed['version']}'s code")
-    restore = subprocess.run([sys.executable, "-m", "commands.restore", "--inventory", str(inventory_path),
+    restore = subprocess.run([sys.executable, "-m", "commands", "restore", "--inventory", str(inventory_path),
                               "--tenant", update.slug, "--app", update.app, "--snapshot", snapshot,
                               "--force"], cwd=REPO_ROOT, capture_output=True, text=True)
     with log.open("a") as out:
@@ -394,7 +377,7 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
     need not be downloaded yet to be planned (the deploy downloads and checks it).
     """
     from assotic.artifacts import pinned_artifact
-    from commands.restore import debian_major
+    from commands.remote import debian_major
     from roles.plan import plan_host
 
     updates, notes = [], []
@@ -439,8 +422,7 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
     return updates, notes
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="commands.update", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", required=True)
     parser.add_argument("--tenant", help="only this association's instances")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
@@ -448,17 +430,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="rehearsal: report this instance's health check failed, to run the rollback")
     parser.add_argument("--pins-fingerprint", action="store_true",
                         help="print the sha256 of the pins (for CI) and stop; touches no host")
-    args = parser.parse_args(argv)
 
+
+def add_fingerprint_arguments(parser: argparse.ArgumentParser) -> None:
+    """`python -m commands pins-fingerprint`: the same as `update --pins-fingerprint`."""
+    parser.add_argument("--inventory", required=True)
+
+
+def run_pins_fingerprint(args: argparse.Namespace) -> int:
+    from assotic.artifacts import apply_override
+
+    inventory = load_inventory_like_pyinfra(Path(args.inventory).resolve(), REPO_ROOT)
+    data = next(iter(inventory)).data  # `releases` is group data of all hosts
+    releases = {app: apply_override(app, pins) for app, pins in (data.get("releases") or {}).items()}
+    print(pins_fingerprint(releases, list(data.get("nextcloud_upgrade_path") or [])))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.pins_fingerprint:
+        return run_pins_fingerprint(args)
     inventory_path = Path(args.inventory).resolve()
     inventory = load_inventory_like_pyinfra(inventory_path, REPO_ROOT)
-    if args.pins_fingerprint:
-        from assotic.artifacts import apply_override
-
-        data = next(iter(inventory)).data  # `releases` is group data of all hosts
-        releases = {app: apply_override(app, pins) for app, pins in (data.get("releases") or {}).items()}
-        print(pins_fingerprint(releases, list(data.get("nextcloud_upgrade_path") or [])))
-        return 0
     canary = next((h.data.get("update_canary") for h in inventory if h.data.get("update_canary")), None)
     slugs = {t.slug for h in inventory for t in (h.data.get("tenants") or [])}
     if canary and canary not in slugs:
@@ -478,13 +471,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run or not updates:
         return 0
+    return run_updates(inventory, inventory_path, updates, canary, args.drill_fail_health)
 
+
+def run_updates(inventory, inventory_path: Path, updates: list[Update], canary: str | None,
+                drill_fail_health: str | None) -> int:
+    """Update the planned instances in turn, stopping after a failed canary; 1 if any failed."""
     # The deploy and restore output (no secret: the lab tests check that) for whoever debugs.
     log = Path(tempfile.gettempdir()) / f"assotic-update-{time.strftime('%Y%m%d-%H%M%S')}.log"
     os.close(os.open(log, os.O_CREAT | os.O_WRONLY, 0o600))
     outcomes: dict[str, str] = {}
     for update in updates:
-        outcomes[update.key] = update_one(inventory, inventory_path, update, log, args.drill_fail_health)
+        outcomes[update.key] = update_one(inventory, inventory_path, update, log, drill_fail_health)
         if outcomes[update.key] != UPDATED and update.slug == canary:
             say(f"update: the canary {canary} failed; no other association was touched.")
             break
@@ -492,7 +490,3 @@ def main(argv: list[str] | None = None) -> int:
     say(f"update: {len(outcomes) - len(failed)} of {len(updates)} updated"
         + (f"; failed: {', '.join(failed)}" if failed else "") + f"; log {log}")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ untimed, since web-1's first deploy initialises its repository there):
   - unchanged night: the same again with nothing changed, the growth of web-1's restic
     repository on backup-1 over that night (`du -sb`), and the bytes of the repository files
     written during it (the net growth is after the job's prune: see bytes_written_since_mark);
-  - restore: `python -m commands.restore --force` of the association onto the same host.
+  - restore: `python -m commands restore --force` of the association onto the same host.
 Writes bench/results.json and prints a table. Figures are measured, never asserted by
 tests: the targets below are reported as met or not.
 
@@ -145,7 +145,7 @@ def bytes_written_since_mark(slot: str = BENCH_SLOT) -> int:
 def timed_restore(slug: str, env: dict[str, str]) -> float:
     """Seconds for `make restore TENANT=<slug> FORCE=1`: the latest snapshots onto the same host."""
     start = time.monotonic()
-    run([sys.executable, "-m", "commands.restore", "--inventory", "inventory/lab.py", "--tenant", slug,
+    run([sys.executable, "-m", "commands", "restore", "--inventory", "inventory/lab.py", "--tenant", slug,
          "--force"], env)
     return time.monotonic() - start
 

@@ -3,7 +3,7 @@
 Runs after test_lab.py (tests/lab/conftest.py) on the same lab. For tenant ulap on web-1
 (Nextcloud and Paheko stand-ins): files in the Nextcloud data folder, rows in its
 PostgreSQL database and in the Paheko SQLite file are created; the backup services run;
-everything is destroyed; `python -m commands.restore` (what `make restore` runs) brings it
+everything is destroyed; `python -m commands restore` (what `make restore` runs) brings it
 back; every file checksum and every row must be identical, and the apps answer again.
 Then the faults: an unreachable backup target and a full one fail loudly and leave the
 last good backup in place; the next run succeeds. Then ulap's backups from web-1 are
@@ -55,7 +55,7 @@ def run(*command: str, check: bool = True, env: dict | None = None) -> subproces
 
 
 def restore(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run(str(VENV_BIN / "python"), "-m", "commands.restore", "--inventory", INVENTORY,
+    return run(str(VENV_BIN / "python"), "-m", "commands", "restore", "--inventory", INVENTORY,
                "--tenant", TENANT, *args, check=check, env=env)
 
 

@@ -1,7 +1,7 @@
 """`make drill` in the lab: the latest snapshots of ulap restored into a throw-away lab host.
 
 Runs last (tests/lab/conftest.py), on the lab the other files deployed: backups of ulap's
-three apps are taken, then `python -m commands.drill` (what `make drill` runs) starts slot 8,
+three apps are taken, then `python -m commands drill` (what `make drill` runs) starts slot 8,
 deploys ulap there, restores, checks and must pass; its figures are in drill/results.json
 and the throw-away containers are gone afterwards.
 """
@@ -23,7 +23,7 @@ def drill_output():
     run(str(VENV_BIN / "python"), "-m", "lab", "up")
     app_answers(WEB, "paheko")  # the stand-in makes its SQLite file on first use
     start_backups(WEB, jobs=tuple(f"ulap-{app}" for app in APPS))
-    result = run(str(VENV_BIN / "python"), "-m", "commands.drill", "--inventory", "inventory/lab.py",
+    result = run(str(VENV_BIN / "python"), "-m", "commands", "drill", "--inventory", "inventory/lab.py",
                  "--tenant", "ulap", check=False)
     return result
 

@@ -131,7 +131,7 @@ SQL""")
     assert len(before.splitlines()) == ROWS + 1
     sh(host, f"systemctl start assotic-backup-{TENANT}-paheko.service")
     sh(host, f"rm -f {db} {db}-wal {db}-shm")
-    result = run(str(VENV_BIN / "python"), "-m", "commands.restore", "--inventory", INVENTORY,
+    result = run(str(VENV_BIN / "python"), "-m", "commands", "restore", "--inventory", INVENTORY,
                  "--tenant", TENANT, "--app", "paheko", "--force")
     assert "restored snapshot" in result.stdout
     assert sh(host, select).stdout == before

@@ -33,7 +33,7 @@ def marker_versions(host: str) -> dict[str, str]:
 
 
 def update(*args: str, env: dict, check: bool = True):
-    return run(str(VENV_BIN / "python"), "-m", "commands.update", "--inventory", INVENTORY, *args,
+    return run(str(VENV_BIN / "python"), "-m", "commands", "update", "--inventory", INVENTORY, *args,
                env=env, check=check)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
 
 from commands import drill
 
@@ -84,3 +87,47 @@ def test_restore_reports_what_the_snapshot_held():
 
     out = "restored files\nexpect:pg_tables=12\nexpect:sqlite_tables=\nexpect:x=3 tables\nrestored\n"
     assert expectations(out) == {"pg_tables": 12}
+
+
+def test_the_drill_writes_a_tenant_file_per_association_with_something_to_drill(tmp_path, capsys):
+    import yaml
+
+    source, written = tmp_path / "source", tmp_path / "drill"
+    source.mkdir(), written.mkdir()
+    (source / "asso.yml").write_text(yaml.safe_dump(tenant(paheko={"host": "web-4", "domain": "g.asso.org"},
+                                                           bbb={"enabled": True})))
+    (source / "other.yml").write_text(yaml.safe_dump({"slug": "other", "apps": {"bbb": {"enabled": True}}}))
+    slugs = [SimpleNamespace(slug="asso"), SimpleNamespace(slug="other")]
+    drilled = drill.write_drill_tenants(slugs, source, written)
+    assert list(drilled) == ["asso"] and [p.name for p in written.iterdir()] == ["asso.yml"]
+    assert yaml.safe_load((written / "asso.yml").read_text())["apps"]["paheko"]["host"] == "web-1"
+    assert "drill: asso: skipped bbb: not restored by the drill" in capsys.readouterr().out
+    with pytest.raises(drill.DrillError, match="no association has an app the drill can restore"):
+        drill.write_drill_tenants(slugs[1:], source, written)
+
+
+def test_the_tenants_drilled_are_all_or_the_one_asked_for():
+    source = [SimpleNamespace(data=SimpleNamespace(platform=SimpleNamespace(
+        tenants=[SimpleNamespace(slug="a"), SimpleNamespace(slug="b")])))]
+    assert [t.slug for t in drill.tenants_to_drill(source, None, "i.py")] == ["a", "b"]
+    assert [t.slug for t in drill.tenants_to_drill(source, "b", "i.py")] == ["b"]
+    with pytest.raises(drill.DrillError, match="no tenant 'c' in i.py"):
+        drill.tenants_to_drill(source, "c", "i.py")
+
+
+def test_a_restore_s_figures_become_the_app_s_result():
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    restored = [{"snapshot": "ab" * 32, "snapshot_time": "2026-11-30T09:30:00+00:00", "seconds": 4.2}]
+    result = drill.restored_result("asso", "paheko", restored, now)
+    assert (result.snapshot, result.age_hours, result.restore_seconds, result.error) == \
+        ("ab" * 32, 2.5, 4.2, "")
+    assert drill.restored_result("asso", "paheko", [], now).error == "nothing restored"
+
+
+def test_results_json_holds_the_verdict_and_every_app():
+    ok = drill.AppResult("asso", "paheko", snapshot="ab", age_hours=3.0, checks={"answers": "ok"})
+    document = drill.results_document("inventory/prod.py", [ok], 26, 61.26,
+                                      datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc))
+    assert document == {"inventory": "inventory/prod.py", "finished_at": "2026-11-30T12:00:00Z",
+                        "duration_s": 61.3, "max_age_hours": 26, "passed": True, "results": [vars(ok)]}
+    assert not drill.results_document("i", [ok], 2, 0, datetime.now(timezone.utc))["passed"]

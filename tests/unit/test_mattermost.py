@@ -426,6 +426,7 @@ def test_platform_lists_instances_per_host():
 
 def test_check_cli_prints_warnings_apart(monkeypatch, capsys, tmp_path):
     from commands import check as check_cli
+    from commands.__main__ import main
 
     instances, _ = built()
     platform = SimpleNamespace(tenants=[], mattermost=instances, new_secrets=[],
@@ -434,7 +435,7 @@ def test_check_cli_prints_warnings_apart(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(check_cli, "load_inventory_like_pyinfra", lambda path: [host])
     inventory = tmp_path / "inv.py"
     inventory.write_text("")
-    assert check_cli.run(["--inventory", str(inventory)]) == 0
+    assert main(["check", "--inventory", str(inventory)]) == 0
     out = capsys.readouterr().out
     assert "mattermost instance chat: chat.example.org on web-1, 127.0.0.1:8065" in out
     assert "1 warning(s):\n  ! Mattermost instance 'chat': near the limit" in out

@@ -19,11 +19,11 @@ from commands.update import (
     held_pins,
     markers_by_key,
     ordered,
-    parse_json_stream,
     pins_fingerprint,
     plan_text,
     upgrade_steps,
 )
+from commands.remote import parse_json_stream
 from roles.plan import AppPlan, plan_host
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,13 +195,13 @@ def test_expected_jobs_are_the_backups_of_the_hosts_plan(lab_host_data):
 
 def test_mattermost_instances_are_planned_one_by_one_and_follow_the_tenant_filter(monkeypatch, lab_host_data):
     import assotic.artifacts
-    import commands.restore
+    import commands.remote
     import commands.update as update_module
 
     pins = {"paheko": "1.3.12", "mattermost": "11.2.0", "nextcloud": "34.0.4"}
     monkeypatch.setattr(assotic.artifacts, "pinned_artifact",
                         lambda releases, app, debian: SimpleNamespace(version=pins[app], url="u", sha256="0"))
-    monkeypatch.setattr(commands.restore, "debian_major", lambda h: "12")
+    monkeypatch.setattr(commands.remote, "debian_major", lambda h: "12")
     markers = {"chat/mattermost": {"instance": "chat", "version": "11.1.1", "pin": pin("11.1.1")},
                "ulap/mattermost": {"instance": "ulap", "version": "11.2.0", "pin": pin("11.2.0")},
                "ulap/nextcloud": {"tenant": "ulap", "version": "34.0.4", "pin": pin("34.0.4")},
