@@ -40,6 +40,7 @@ from types import SimpleNamespace
 
 import yaml
 
+from assotic.layout import BACKUP_MAX_AGE_HOURS
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
 from commands.remote import RemoteError, run_remote
 from commands.restore import RestoreError, restore, snapshot_age_s
@@ -50,7 +51,7 @@ RESULTS = REPO_ROOT / "drill" / "results.json"
 # Apps the drill can stand up on its own host. A Mattermost team on a shared instance is
 # restored with its instance, not alone: the drill says it skipped it.
 DRILLED_APPS = ("nextcloud", "paheko", "mattermost")
-DEFAULT_MAX_AGE_HOURS = 26.0
+DEFAULT_MAX_AGE_HOURS = float(BACKUP_MAX_AGE_HOURS)  # as `make backup-status`
 
 
 class DrillError(Exception):
