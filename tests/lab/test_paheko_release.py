@@ -9,6 +9,7 @@ reason. Nothing is downloaded: the lab has no route to upstream (docs/lab.md).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -31,7 +32,10 @@ ROWS = 200
 
 
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    # lab_data loads the inventory in this process, which sets ASSOTIC_CHECK_ONLY: a deploy
+    # that inherited it would not write the secrets it generates (a fresh lab slot fails).
+    env = {k: v for k, v in os.environ.items() if k not in ("ASSOTIC_CHECK_ONLY", "ASSOTIC_INVENTORY_LABEL")}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     print(f"$ {' '.join(command)}\n{result.stdout[-6000:]}\n{result.stderr[-4000:]}")
     if check:
         assert result.returncode == 0, f"{' '.join(command)} exited {result.returncode}"
