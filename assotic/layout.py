@@ -65,3 +65,18 @@ def tenant_secret(slug: str, app: str, name: str) -> str:
 def host_secret(host: str, name: str) -> str:
     """One secret of a host itself: hosts/<host>/<name> (restic_password, backup_ssh_key)."""
     return f"hosts/{host}/{name}"
+
+
+def mattermost_secret(instance: str, name: str) -> str:
+    """One secret of a Mattermost server, shared by its associations: mattermost/<instance>/<name>."""
+    return f"mattermost/{instance}/{name}"
+
+
+def bbb_api_secret(host: str) -> str:
+    """The API secret of one BigBlueButton host: bbb/<host>/api_secret."""
+    return f"bbb/{host}/api_secret"
+
+
+# One secret shared by every coturn host and every BBB host (BBB hands out credentials for all
+# the TURN servers it knows).
+TURN_SECRET = "turn/static_auth_secret"

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from assotic.layout import mattermost_secret
 from assotic.needs import AppInstance
 from assotic.report import Problem
 from assotic.tenants import FQDN_EXPECTED, FQDN_PATTERN, HOST_PATTERN, SLUG_PATTERN, Tenant
@@ -76,11 +77,7 @@ class MattermostInstance:
 
     def secret(self, name: str) -> str:
         """Secrets of the instance itself (not of one tenant): mattermost/<instance>/<name>."""
-        return instance_secret(self.name, name)
-
-
-def instance_secret(instance: str, name: str) -> str:
-    return f"{APP}/{instance}/{name}"
+        return mattermost_secret(self.name, name)
 
 
 def own_port(name: str) -> int:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from assotic import sip
-from assotic.layout import BACKED_UP_GROUPS, HOST_SECRETS, host_secret, tenant_secret
+from assotic.layout import (BACKED_UP_GROUPS, HOST_SECRETS, TURN_SECRET, bbb_api_secret, host_secret,
+                            mattermost_secret, tenant_secret)
 from assotic.report import InputError, Problem, exit_with
 from assotic.tenants import APP_GROUPS, HOST_PATTERN, SLUG_PATTERN, Tenant, load_tenants
 
@@ -241,7 +242,7 @@ def generated_secret_names(tenants: list[Tenant], mattermost_instances: list | N
     """Secrets assotic creates itself: one set per association and app, one per shared instance."""
     names = [tenant_secret(tenant.slug, app, name)
              for tenant in tenants for app in tenant.apps.enabled() for name in APP_SECRETS[app]]
-    names += [f"mattermost/{inst.name}/{name}"
+    names += [mattermost_secret(inst.name, name)
               for inst in mattermost_instances or [] for name in INSTANCE_SECRETS["mattermost"]]
     return names
 
@@ -253,8 +254,8 @@ def platform_secret_names(view: InventoryView) -> list[str]:
     credentials for all the TURN servers it knows), one API secret per BBB host, and per
     backed-up host its restic password and the seed of its SSH key to the backup target.
     """
-    names = ["turn/static_auth_secret"] if view.groups.get("turn") else []
-    names += [f"bbb/{name}/api_secret" for name in view.groups.get("bbb", [])]
+    names = [TURN_SECRET] if view.groups.get("turn") else []
+    names += [bbb_api_secret(name) for name in view.groups.get("bbb", [])]
     return names + [host_secret(host, name) for host in backed_up_hosts(view) for name in HOST_SECRETS]
 
 

@@ -35,6 +35,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server
 from pyinfra.operations.util import any_changed
 
+from assotic.layout import TURN_SECRET
 from roles.remote_files import Unchanged, put_text, reload_after
 from roles.tls.model import DEFAULTS as TLS_DEFAULTS
 from roles.tls.model import TlsSettings
@@ -76,7 +77,6 @@ from .repositories import apt_sources, key_install_command, upstream_packages
 __all__ = ["BbbDataError", "BbbSettings", "backup_paths", "bbb_openings", "bigbluebutton",
            "check_requirements", "nextcloud_integration", "turn_servers_of"]
 
-TURN_SECRET = "turn/static_auth_secret"
 
 
 def bbb_openings(host_data: Any) -> list:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from assotic.layout import bbb_api_secret
 from assotic.sip import BBB_VERSIONS, DEFAULT_BBB_VERSION, SipDialIn, sip_problems, version_line
 from roles.base.model import Opening
 from assotic.templating import render
@@ -49,7 +50,6 @@ FREESWITCH_GROUP = "daemon"
 MEDIA_PORTS = "16384-32768"  # UDP media (BBB's firewall docs)
 MIN_CORES = 4
 MIN_MEMORY_KB = 3940000  # bbb-install's "at least 4 GB" test on MemTotal
-SECRET_TEMPLATE = "bbb/{host}/api_secret"
 
 # What the host's nightly backup job adds to /etc (which holds /etc/bigbluebutton) on a BBB
 # host: FreeSWITCH's real configuration folder (FREESWITCH_CONF is a symlink to it, and restic
@@ -136,7 +136,7 @@ class BbbSettings:
 
     @property
     def secret_name(self) -> str:
-        return SECRET_TEMPLATE.format(host=self.host_name)
+        return bbb_api_secret(self.host_name)
 
 
 def _is_ipv4(value: Any) -> bool:

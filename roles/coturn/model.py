@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from assotic.layout import TURN_SECRET
 from roles.base.model import Opening
 from assotic.templating import render
 
@@ -23,7 +24,7 @@ TURN_KEY = f"{TURN_CERT_DIR}/privkey.pem"
 SERVICE_DROP_IN = "/etc/systemd/system/coturn.service.d/assotic.conf"
 # certbot runs this after each renewal: copy the certificate where turnserver reads it.
 RENEWAL_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/coturn"
-SECRET_NAME = "turn/static_auth_secret"  # one secret shared by all coturn and BBB hosts
+SECRET_NAME = TURN_SECRET  # one secret shared by all coturn and BBB hosts (assotic/layout.py)
 
 DEFAULTS: dict[str, Any] = {
     "turn_domain": None,  # public name of the TURN server (certificate, realm): required
