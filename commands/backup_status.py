@@ -18,22 +18,13 @@ from pathlib import Path
 
 from assotic.layout import BACKED_UP_GROUPS, BACKUP_MAX_AGE_HOURS, BACKUP_STATUS_DIR, HOST_BACKUP_JOB
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
-from commands.remote import debian_major, parse_json_stream, run_remote
+from commands.remote import host_plan, parse_json_stream, run_remote
 
 
 def expected_jobs(plan) -> list[str]:
     """The job names a host must have status files for: one per instance its plan backs up
     (<slug>-<app>, <instance>-mattermost), then "host"."""
     return [b.job for b in plan.backups] + [HOST_BACKUP_JOB]
-
-
-def host_plan(pyinfra_host):
-    """The deploy's plan of the host. "standin": job names do not depend on releases, and CI
-    runs this on a fresh machine where no release file has been downloaded."""
-    from roles.plan import plan_host
-
-    return plan_host(pyinfra_host.name, pyinfra_host.data, pyinfra_host.groups,
-                     debian_major(pyinfra_host), missing_release="standin")
 
 
 def age_hours(finished_at: str, now: datetime) -> float:
@@ -82,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             statuses = read_statuses(h)
-            jobs = expected_jobs(host_plan(h))
+            # "standin": job names do not depend on releases, and CI runs this on a fresh
+            # machine where no release file has been downloaded.
+            jobs = expected_jobs(host_plan(h, missing_release="standin"))
         except Exception as err:  # unreachable host: that is a failed check too, named
             problems.append(f"{h.name}: {err}")
             continue

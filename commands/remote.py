@@ -81,6 +81,15 @@ def debian_major(pyinfra_host) -> str:
     return result.stdout.strip()
 
 
+def host_plan(pyinfra_host, missing_release: str | None = None):
+    """The deploy's plan of an inventory host (roles/plan.py plan_host), its Debian release
+    read over SSH: what restore, update and backup-status act on."""
+    from roles.plan import plan_host
+
+    return plan_host(pyinfra_host.name, pyinfra_host.data, pyinfra_host.groups, debian_major(pyinfra_host),
+                     missing_release)
+
+
 def parse_json_stream(text: str) -> list[dict[str, Any]]:
     """Several JSON objects printed one after the other (cat of several files)."""
     decoder, records, position = json.JSONDecoder(), [], 0

@@ -35,7 +35,7 @@ from pathlib import Path
 from assotic.layout import BACKUP_STATE_DIR, backup_staging_dir, host_secret
 from assotic.needs import BackupSpec
 from assotic.preflight import REPO_ROOT, load_inventory_like_pyinfra
-from commands.remote import RemoteError, debian_major, heredoc, run_remote
+from commands.remote import RemoteError, heredoc, host_plan, run_remote
 
 
 class RestoreError(Exception):
@@ -220,13 +220,11 @@ def shared_instance_specs(instance, inventory) -> dict[str, tuple[str, BackupSpe
 
 
 def host_plan_of(inventory, name: str):
-    """The deploy's plan of one inventory host (its Debian release read over SSH)."""
-    from roles.plan import plan_host
-
+    """The deploy's plan of one inventory host, named in the tenant file or on the command line."""
     h = inventory.get_host(name)
     if h is None:
         raise RestoreError(f"no host {name!r} in the inventory")
-    return plan_host(name, h.data, h.groups, debian_major(h))
+    return host_plan(h)
 
 
 def snapshot_age_s(snapshot_time: str) -> float:

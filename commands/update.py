@@ -377,18 +377,17 @@ def find_updates(inventory, tenant_filter: str | None) -> tuple[list[Update], li
     need not be downloaded yet to be planned (the deploy downloads and checks it).
     """
     from assotic.artifacts import pinned_artifact
-    from commands.remote import debian_major
-    from roles.plan import plan_host
+    from commands.remote import host_plan as plan_of
 
     updates, notes = [], []
     for h in inventory:
         if "web" not in h.groups:
             continue
-        debian, markers = debian_major(h), read_markers(h)
-        intermediate = list(h.data.get("nextcloud_upgrade_path") or [])
         # The deploy's plan says which instances run here; "standin": a new pin need not be
         # available on this machine to be planned.
-        host_plan = plan_host(h.name, h.data, h.groups, debian, missing_release="standin")
+        host_plan = plan_of(h, missing_release="standin")
+        debian, markers = host_plan.debian, read_markers(h)
+        intermediate = list(h.data.get("nextcloud_upgrade_path") or [])
 
         def plan(slug: str, app: str, domain: str, steps_from: list, h=h, debian=debian,
                  markers=markers) -> None:
