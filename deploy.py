@@ -73,8 +73,9 @@ if plan.needs.vhosts:
 for app in plan.apps:
     # roles.nextcloud.deploy, roles.paheko.deploy, roles.mattermost.deploy (APP_ROLES)
     app.role.deploy(app, plan.secrets)
-    if app.marker is not None:
-        put_text(*app.marker)  # /var/lib/assotic/releases/, created with it
+    marker = app.marker
+    if marker is not None:
+        put_text(*marker)  # /var/lib/assotic/releases/, created with it
 
 timers.timers(plan.needs.timers)
 
