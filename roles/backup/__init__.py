@@ -312,7 +312,7 @@ def backup(plan: Any) -> None:
     from pyinfra import host
 
     secrets = plan.secrets
-    data = _backup_knobs()
+    data = host.data  # the backup_* knobs (DEFAULTS)
     context = backup_context(host.name, data, secrets)
     _install_packages(context)
     if context is None:
@@ -325,13 +325,6 @@ def backup(plan: Any) -> None:
     _install_scripts(context, jobs)
     _install_units(context, units_for(jobs, host.name, data))
     _initialise_repository(context)
-
-
-def _backup_knobs() -> Any:
-    """The data the backup_* knobs (DEFAULTS) are read from: this host's data."""
-    from pyinfra import host
-
-    return host.data
 
 
 def _install_packages(context: BackupContext | None) -> None:

@@ -429,20 +429,13 @@ def _install_configuration(inst: MattermostInstance, release: Artifact | None, s
                     mode="0755", present=True)
     # Credentials inside: root writes it, the instance's group (its user only) reads it.
     changed = [put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
-                                                 _environment_knobs()), mode="0640", user="root",
+                                                 host.data), mode="0640", user="root",
                         group=inst.user)]
     if (host.name, "unit") not in _code_scheduled:  # one template for every instance of the host
         changed.append(put_text(UNIT_TEMPLATE, unit_template()))
     _code_scheduled.add((host.name, "unit"))
     changed.append(put_text(dropin_path(inst), release_dropin(inst, release)))
     return changed
-
-
-def _environment_knobs() -> Any:
-    """The data the environment file's knobs (DEFAULTS) are read from: this host's data."""
-    from pyinfra import host
-
-    return host.data
 
 
 def _restart_and_enable(inst: MattermostInstance, changed: list) -> None:
