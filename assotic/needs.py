@@ -30,8 +30,11 @@ INSTANCE_UMASK = "0027"
 
 
 def as_instance_user(user: str) -> tuple[str, ...]:
-    """argv prefix running a command as `user` with INSTANCE_UMASK (then `exec`, no shell left)."""
-    return ("runuser", "-u", user, "--", "sh", "-c", f'umask {INSTANCE_UMASK} && exec "$@"', "sh")
+    """argv prefix running a command as `user` with INSTANCE_UMASK (then `exec`, no shell left).
+
+    TMPDIR is dropped: over SSH, pam_tmpdir (roles/base) gives root's session its private
+    /tmp/user/0, which runuser would pass on to a user who cannot write there."""
+    return ("runuser", "-u", user, "--", "sh", "-c", f'umask {INSTANCE_UMASK} && unset TMPDIR && exec "$@"', "sh")
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,7 @@ def test_nextcloud_install_job_keeps_secrets_off_the_command_line(tenant):
     assert f"--admin-user={tenant.admins[0].username}" in job["args"]
     # What does go on a command line: the prefix, with no secret.
     prefix = nextcloud.occ_prefix(nextcloud.instance(tenant), NEXTCLOUD)
-    assert prefix.startswith(f"runuser -u {user} -- sh -c 'umask 0027 && exec \"$@\"' sh env NEXTCLOUD_CONFIG_DIR=")
+    assert prefix.startswith(f"runuser -u {user} -- sh -c 'umask 0027 && unset TMPDIR && exec \"$@\"' sh env NEXTCLOUD_CONFIG_DIR=")
 
 
 def test_occ_secrets_script_takes_everything_from_the_job_file(tmp_path):
@@ -279,7 +279,7 @@ def test_php_literals_cannot_break_out_of_their_string():
 @pytest.mark.parametrize("tenant", PAHEKO_TENANTS, ids=ids(PAHEKO_TENANTS))
 def test_paheko_init_runs_as_the_user_with_a_password_file(tenant):
     command = paheko.init_command(tenant, PAHEKO, "/srv/x/tmp/pw")
-    assert command.startswith(f"runuser -u paheko_{tenant.slug} -- sh -c 'umask 0027 && exec \"$@\"' sh "
+    assert command.startswith(f"runuser -u paheko_{tenant.slug} -- sh -c 'umask 0027 && unset TMPDIR && exec \"$@\"' sh "
                               "/usr/bin/php /opt/assotic/paheko-1.3.12/bin/paheko "
                               f"--config /srv/assotic/{tenant.slug}/paheko/config/config.local.php init ")
     assert "--password-file /srv/x/tmp/pw" in command and "--country FR" in command

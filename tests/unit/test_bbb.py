@@ -867,7 +867,7 @@ def test_the_nextcloud_app_bbb_is_set_through_private_job_files_never_argv():
     uploads = [op for op in ops if op.name.endswith("(0600)")]
     assert all(op.commands and "chmod 600" in " ".join(op.commands) for op in uploads)
     shells = [op.commands for op in ops if "occ config:app:set" in op.name]
-    assert shells[1] == [f"runuser -u {inst.user} -- sh -c 'umask 0027 && exec \"$@\"' sh /usr/bin/php "
+    assert shells[1] == [f"runuser -u {inst.user} -- sh -c 'umask 0027 && unset TMPDIR && exec \"$@\"' sh /usr/bin/php "
                          f"-d apc.enable_cli=1 /opt/assotic/nextcloud-occ-secrets.php "
                          f"{inst.tmp_dir}/occ-bbb-1.json; rc=$?; rm -f {inst.tmp_dir}/occ-bbb-1.json; exit $rc"]
     every_command = " ".join(c for op in ops for c in op.commands)

@@ -346,7 +346,7 @@ def test_team_admin_is_made_in_the_database_because_local_mode_has_no_route_for_
     inst = instances[0]
     add = mattermost.step_commands(inst, RELEASE, mattermost.TeamStep(
         "add_member", "zerodechet", "lucie", "lucie@zerodechet.example.org"))
-    assert add == ["runuser -u mattermost_chat -- sh -c 'umask 0027 && exec \"$@\"' sh env MMCTL_LOCAL_SOCKET_PATH=/run/assotic-mattermost-chat/"
+    assert add == ["runuser -u mattermost_chat -- sh -c 'umask 0027 && unset TMPDIR && exec \"$@\"' sh env MMCTL_LOCAL_SOCKET_PATH=/run/assotic-mattermost-chat/"
                    "mattermost.sock /opt/assotic/mattermost-11.1.1/bin/mmctl --local team users add "
                    "zerodechet lucie"]
     [promote] = mattermost.step_commands(inst, RELEASE, mattermost.TeamStep(
@@ -396,7 +396,7 @@ def test_commands_never_put_a_password_on_the_command_line():
     assert "/users/password/reset/send" in text  # not the first admin: a reset e-mail
     team = mattermost.step_commands(inst, RELEASE, mattermost.TeamStep("create_team", "zerodechet",
                                                                        display_name="Zéro Déchet"))
-    assert team == ["runuser -u mattermost_chat -- sh -c 'umask 0027 && exec \"$@\"' sh "
+    assert team == ["runuser -u mattermost_chat -- sh -c 'umask 0027 && unset TMPDIR && exec \"$@\"' sh "
                     "env MMCTL_LOCAL_SOCKET_PATH=/run/assotic-mattermost-chat/"
                     "mattermost.sock /opt/assotic/mattermost-11.1.1/bin/mmctl --local team create --private "
                     "--name zerodechet --display-name 'Zéro Déchet'"]

@@ -57,7 +57,7 @@ def instance(name):
     return next(i for i in built()[0] if i.name == name)
 
 
-MMCTL = ("runuser -u mattermost_chat -- sh -c 'umask 0027 && exec \"$@\"' sh env MMCTL_LOCAL_SOCKET_PATH=/run/assotic-mattermost-chat/"
+MMCTL = ("runuser -u mattermost_chat -- sh -c 'umask 0027 && unset TMPDIR && exec \"$@\"' sh env MMCTL_LOCAL_SOCKET_PATH=/run/assotic-mattermost-chat/"
          "mattermost.sock /opt/assotic/mattermost-11.1.1/bin/mmctl --local")
 FRESH = {"Directory": None, "File": None, "Sha1File": None, "FolderFiles": {}, "DebPackages": {},
          "ChangedSinceStamp": True, "SystemdStatus": {}, "SystemdEnabled": {},

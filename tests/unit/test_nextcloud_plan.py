@@ -198,7 +198,7 @@ def test_first_install_plans_the_upload_unpack_install_and_converge(local_releas
     install = next(op for op in ops if op.name.startswith("Install Nextcloud"))
     job = f"{inst.tmp_dir}/occ-install.json"
     assert install.commands == [
-        f"runuser -u {inst.user} -- sh -c 'umask 0027 && exec \"$@\"' sh /usr/bin/php -d apc.enable_cli=1 {nextcloud.OCC_SECRETS} {job}; "
+        f"runuser -u {inst.user} -- sh -c 'umask 0027 && unset TMPDIR && exec \"$@\"' sh /usr/bin/php -d apc.enable_cli=1 {nextcloud.OCC_SECRETS} {job}; "
         f"rc=$?; rm -f {job}; exit $rc"]
     all_commands = commands(ops)
     assert f"{occ} db:add-missing-indices --no-interaction" in all_commands

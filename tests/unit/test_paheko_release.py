@@ -27,7 +27,7 @@ RELEASE = Artifact("paheko", "1.3.18", "paheko-1.3.18.tar.gz",
                    "https://fossil.kd2.org/paheko/uv/paheko-1.3.18.tar.gz", "2" * 64)
 NEXT = Artifact("paheko", "1.3.22.1", "paheko-1.3.22.1.tar.gz",
                 "https://fossil.kd2.org/paheko/uv/paheko-1.3.22.1.tar.gz", "3" * 64)
-UMASK = "runuser -u {user} -- sh -c 'umask 0027 && exec \"$@\"' sh"
+UMASK = "runuser -u {user} -- sh -c 'umask 0027 && unset TMPDIR && exec \"$@\"' sh"
 
 
 class Secrets:
@@ -112,7 +112,7 @@ def assert_no_secret_in(ops):
 
 def cli(tenant, release, *args) -> str:
     inst = paheko.instance(tenant)
-    return shlex.join(["runuser", "-u", inst.user, "--", "sh", "-c", 'umask 0027 && exec "$@"', "sh",
+    return shlex.join(["runuser", "-u", inst.user, "--", "sh", "-c", 'umask 0027 && unset TMPDIR && exec "$@"', "sh",
                        "/usr/bin/php", f"{release.install_dir}/bin/paheko", "--config",
                        paheko.config_path(inst), *args])
 
@@ -286,6 +286,10 @@ def test_commands_run_as_an_instance_user_make_no_world_readable_file():
                        check=True, env={"PATH": path}, preexec_fn=lambda: os.umask(0o022))
         assert made.stat().st_mode & 0o777 == 0o750
         assert (made / "f").stat().st_mode & 0o777 == 0o640
+        # Root's login TMPDIR (pam_tmpdir's /tmp/user/0) is not handed to the instance user.
+        seen = subprocess.run([*as_instance_user("nobody"), "sh", "-c", 'echo "${TMPDIR-unset}"'], check=True,
+                              env={"PATH": path, "TMPDIR": "/tmp/user/0"}, capture_output=True, text=True)
+        assert seen.stdout.strip() == "unset"
 
 
 def test_the_queue_unit_treats_mail_still_waiting_as_success():
