@@ -30,7 +30,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from assotic.needs import Vhost
 from roles.prepared import prepared_fact
-from roles.remote_files import FolderFiles, put_text
+from roles.remote_files import FolderFiles, put_text, reload_after
 from roles.tls import ACME_WEBROOT, TlsSettings, cert_paths
 
 from .render import (
@@ -67,6 +67,11 @@ __all__ = [
 
 NGINX_PACKAGES = ["nginx", "ssl-cert"]  # ssl-cert: the snakeoil certificate of the default server
 DEBIAN_DEFAULT_SITE = f"{SITES_ENABLED}/default"
+NGINX_CONF = "/etc/nginx/nginx.conf"
+# Debian 12's nginx.conf allows TLS 1.0 and 1.1 at http level (Lynis HTTP-6710). Every assotic
+# server sets its own protocols (snippets/assotic-tls.conf), but a server added by hand or by
+# another package would inherit these. Debian 13's line already reads TLSv1.2 TLSv1.3.
+WEAK_NGINX_PROTOCOLS = "ssl_protocols TLSv1 TLSv1.1 "
 
 
 def nginx_settings(host_data, distribution: dict | None) -> NginxSettings:
@@ -82,6 +87,10 @@ def nginx_front() -> None:
                     mode="0755", user="root", group="root")
     put_text(ACTIVATE_SCRIPT, activate_script(), mode="0755")
     systemd.service(name="Enable and start nginx", service="nginx", running=True, enabled=True)
+    protocols = files.replace(name=f"Drop TLS 1.0 and 1.1 from {NGINX_CONF}", path=NGINX_CONF,
+                              text=WEAK_NGINX_PROTOCOLS, replace="ssl_protocols ")
+    reload_after(f"Reload nginx for {NGINX_CONF}", "nginx -t -q && systemctl reload nginx", [protocols],
+                 stamp="nginx-conf", covers=[NGINX_CONF])
     # Debian's default site is a default_server on 80 too: it goes in the same transaction.
     # On the first run nginx is not installed when facts are read, so the default site is
     # removed whenever the front changes (the script skips files that are not there).

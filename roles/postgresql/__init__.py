@@ -80,6 +80,12 @@ class PgSettings:
 # -- pure functions ---------------------------------------------------------------------
 
 
+# What Debian's postgresql-common writes in each cluster's folder (pg_createcluster), 0644.
+DEBIAN_CLUSTER_FILES = ("postgresql.conf", "pg_ctl.conf", "pg_ident.conf", "start.conf", "environment")
+# The postgres account's home, its clusters inside; Debian makes it 0755.
+POSTGRES_HOME = "/var/lib/postgresql"
+
+
 def postgresql_version(debian_major: int) -> str:
     try:
         return POSTGRESQL_VERSIONS[int(debian_major)]
@@ -196,7 +202,13 @@ def postgresql(databases: list[Database], platform_secrets: Any) -> None:
                  cache_time=86400, update=True)
 
     config_path, hba_path = f"{settings.config_dir}/conf.d/assotic.conf", f"{settings.config_dir}/pg_hba.conf"
-    config = put_text(config_path, server_config(settings), user="postgres", group="postgres", mode="0644")
+    # Not world-readable, like Debian's files below: only PostgreSQL and root need them (Lynis DBS-1828).
+    config = put_text(config_path, server_config(settings), user="postgres", group="postgres", mode="0640")
+    for name in DEBIAN_CLUSTER_FILES:
+        files.file(name=f"Set mode 0640 on {settings.config_dir}/{name}", path=f"{settings.config_dir}/{name}",
+                   user="postgres", group="postgres", mode="0640")
+    files.directory(name=f"Set mode 0750 on {POSTGRES_HOME}", path=POSTGRES_HOME, user="postgres",
+                    group="postgres", mode="0750")
     hba = put_text(hba_path, pg_hba_lines(databases), user="postgres", group="postgres", mode="0640")
     systemd.service(name=f"Enable and start {settings.cluster_service}",
                     service=settings.cluster_service, running=True, enabled=True)

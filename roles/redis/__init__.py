@@ -37,6 +37,8 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "redis"
 CONFIG_DIR = "/etc/assotic-redis"
 UNIT_TEMPLATE = "/etc/systemd/system/assotic-redis@.service"
 DEBIAN_UNIT = "/etc/systemd/system/redis-server.service"
+# Debian's own instance's config, unused here: its unit is masked.
+DEBIAN_CONFIG = "/etc/redis/redis.conf"
 DEFAULTS = {
     # systemd's hard cap per instance, above Redis's own maxmemory (which counts data only).
     "redis_memory_max": "64M",
@@ -128,6 +130,10 @@ def redis(instances: list[RedisInstance], platform_secrets: Any) -> None:
         _if=lambda: mask.did_change() or debian_running,
     )
     apt.packages(name="Install redis-server", packages=["redis-server"], cache_time=86400, update=True)
+    # Its config is a trap: whoever unmasked redis-server.service would start a Redis with no
+    # password on 127.0.0.1:6379, open to every association's PHP. Without the file that unit
+    # cannot start. dpkg leaves a conffile the administrator deleted deleted, upgrades too.
+    files.file(name=f"Remove Debian's unused {DEBIAN_CONFIG}", path=DEBIAN_CONFIG, present=False)
 
     files.directory(name=f"Create {CONFIG_DIR}", path=CONFIG_DIR, user="root", group="root", mode="0755")
     unit = put_text(UNIT_TEMPLATE, redis_unit(settings))
