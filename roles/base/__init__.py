@@ -1,8 +1,10 @@
 """roles/base: what every assotic host gets before any application.
 
-Packages, hostname and timezone, sysadmin accounts, sshd hardening, the nftables
-firewall (rendered here from the openings every role declares), automatic security
-updates, time sync, bounded journald, an optional swap file and fail2ban for sshd.
+Debian's apt sources (security suite included), packages, hostname and timezone,
+sysadmin accounts, sshd hardening, the nftables firewall (rendered here from the
+openings every role declares), automatic security updates, time sync, bounded
+journald, an optional swap file, fail2ban for sshd, and the operating system's own
+hardening that `make audit` measures (hardening.py).
 
 Knobs (host data, with defaults) are documented in docs/base.md. A second deploy
 changes nothing: every file is compared by checksum and every service is reloaded
@@ -14,12 +16,13 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
+from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
 from roles.remote_files import install_validated, put_text, reload_after
 
-from . import render
-from .facts import ActiveSwaps, ContainerType, SshKexAlgorithms
+from . import hardening, render
+from .facts import ActiveSwaps, ContainerType, DpkgInterrupted, SshKexAlgorithms
 from .model import DEFAULTS, BaseDataError, BaseSettings, Opening, Sysadmin, ssh_openings
 from .render import (
     fail2ban_jail,
@@ -77,7 +80,11 @@ def base(firewall_openings: list[Opening]) -> None:
     settings = BaseSettings.from_data(host.data, openings=firewall_openings)
     in_container = host.get_fact(ContainerType) != "none"
 
-    install_packages(settings)
+    debian = host.get_fact(LinuxDistribution)["name"] == "Debian"
+    configure_apt_sources(settings)
+    install_packages(settings, in_container)
+    if debian:
+        hardening.install_pending_security_updates()
     configure_identity(settings, in_container)
     configure_sysadmins(settings)
     configure_sshd(settings)
@@ -87,13 +94,30 @@ def base(firewall_openings: list[Opening]) -> None:
     configure_journald(settings)
     configure_swap(settings, in_container)
     configure_fail2ban(settings)
+    hardening.harden(in_container)
 
 
-def install_packages(settings: BaseSettings) -> None:
+def configure_apt_sources(settings: BaseSettings) -> None:
+    distribution = host.get_fact(LinuxDistribution)
+    if distribution["name"] != "Debian":
+        # A BigBlueButton host runs Ubuntu, whose own sources carry its -security pocket.
+        host.noop(f"apt sources are {distribution['name']}'s own")
+        return
+    hardening.configure_apt_sources(hardening.AptSources(
+        codename=distribution["release_meta"]["VERSION_CODENAME"],
+        mirror=settings.apt_mirror,
+        security_mirror=settings.apt_security_mirror,
+    ))
+
+
+def install_packages(settings: BaseSettings, in_container: bool) -> None:
+    hardening.restrict_assembler()
+    if host.get_fact(DpkgInterrupted):
+        server.shell(name="Finish the dpkg run a killed deploy left half done", commands=["dpkg --configure -a"])
     # cache_time: apt-get update at most once a day, so a second run is clean.
     apt.packages(
         name="Install base packages",
-        packages=BASE_PACKAGES + list(settings.base_extra_packages),
+        packages=BASE_PACKAGES + hardening.packages(in_container) + list(settings.base_extra_packages),
         update=True,
         cache_time=86400,
     )
@@ -129,6 +153,9 @@ def configure_sysadmins(settings: BaseSettings) -> None:
                 public_keys=list(sysadmin.ssh_keys),
                 delete_keys=True,  # authorized_keys is exactly the keys in data
             )
+            # useradd makes it 0755 on Debian 12 (before login.defs' UMASK 027 is set).
+            files.directory(name=f"Set mode 0750 on /home/{sysadmin.name}", path=f"/home/{sysadmin.name}",
+                            user=sysadmin.name, group=sysadmin.name, mode="0750")
         else:
             server.user(name=f"Remove sysadmin {sysadmin.name}", user=sysadmin.name, present=False)
 

@@ -20,6 +20,10 @@ DEFAULTS: dict[str, Any] = {
     "unattended_upgrades_reboot_time": None,
     "ssh_listen_port": 22,
     "base_extra_packages": [],
+    # Debian's archive and its security archive; a provider's mirror may replace the first. The
+    # security archive is Debian's own host, not mirrored, so that fixes arrive at once.
+    "apt_mirror": "http://deb.debian.org/debian",
+    "apt_security_mirror": "http://security.debian.org/debian-security",
 }
 
 # Unix login names we accept: what Debian's adduser accepts by default (NAME_REGEX in
@@ -29,6 +33,8 @@ _PORT_RANGE_RE = re.compile(r"^(\d{1,5})-(\d{1,5})$")
 _REBOOT_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # journald sizes: a number with an optional K, M, G, T suffix (journald.conf(5)).
 _JOURNALD_SIZE_RE = re.compile(r"^\d+[KMGT]?$")
+# An apt URI: http or https, no space (one deb822 URIs: field each).
+_APT_URI_RE = re.compile(r"^https?://[^\s]+$")
 
 
 class BaseDataError(ValueError):
@@ -145,6 +151,8 @@ class BaseSettings:
     unattended_upgrades_reboot_time: str | None = DEFAULTS["unattended_upgrades_reboot_time"]
     ssh_listen_port: int = DEFAULTS["ssh_listen_port"]
     base_extra_packages: tuple[str, ...] = ()
+    apt_mirror: str = DEFAULTS["apt_mirror"]
+    apt_security_mirror: str = DEFAULTS["apt_security_mirror"]
     openings: tuple[Opening, ...] = field(default=())
 
     @classmethod
@@ -183,6 +191,9 @@ class BaseSettings:
         extra = get("base_extra_packages")
         if isinstance(extra, str) or not all(isinstance(p, str) for p in extra):
             errors.append("base_extra_packages: expected a list of Debian package names")
+        for name in ("apt_mirror", "apt_security_mirror"):
+            if not (isinstance(get(name), str) and _APT_URI_RE.match(get(name))):
+                errors.append(f"{name}: expected an http:// or https:// URL like {DEFAULTS[name]!r}, got {get(name)!r}")
         if errors:
             raise BaseDataError("base role host data:\n  " + "\n  ".join(errors))
 
@@ -194,6 +205,8 @@ class BaseSettings:
             unattended_upgrades_reboot_time=reboot,
             ssh_listen_port=port,
             base_extra_packages=tuple(extra),
+            apt_mirror=get("apt_mirror").rstrip("/"),
+            apt_security_mirror=get("apt_security_mirror").rstrip("/"),
             openings=tuple(openings),
         )
 

@@ -40,8 +40,9 @@ SSH_KEX_PREFERENCE = (
     "curve25519-sha256",
     "curve25519-sha256@libssh.org",
 )
-# Low enough to slow guessing, high enough for an ssh-agent holding a few keys.
-SSH_MAX_AUTH_TRIES = 4
+# Low enough to slow guessing, high enough for an ssh-agent offering a few keys (the
+# operator commands and pyinfra offer only the inventory's key: IdentitiesOnly).
+SSH_MAX_AUTH_TRIES = 3
 
 
 @dataclass(frozen=True)

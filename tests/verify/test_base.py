@@ -12,7 +12,7 @@ import re
 import pytest
 
 from roles import base
-from roles.base import render
+from roles.base import hardening, render
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,9 @@ def settings(data, declared_openings) -> base.BaseSettings:
 # -- packages, identity -----------------------------------------------------------------
 
 
-def test_base_packages_are_installed(host, settings):
-    missing = [p for p in base.BASE_PACKAGES + list(settings.base_extra_packages)
-               if not host.package(p).is_installed]
+def test_base_packages_are_installed(host, settings, in_container):
+    wanted = base.BASE_PACKAGES + hardening.packages(in_container) + list(settings.base_extra_packages)
+    missing = [p for p in wanted if not host.package(p).is_installed]
     assert missing == []
 
 
@@ -82,6 +82,14 @@ def test_sshd_accepts_keys_only(sshd_effective, settings):
     assert sshd_effective["x11forwarding"] == "no"
     assert sshd_effective["maxauthtries"] == str(render.SSH_MAX_AUTH_TRIES)
     assert sshd_effective["port"] == str(settings.ssh_listen_port)
+
+
+def test_sshd_opens_no_tunnel_and_logs_key_fingerprints(sshd_effective):
+    refused = ("allowtcpforwarding", "allowstreamlocalforwarding", "allowagentforwarding",
+               "gatewayports", "permittunnel", "permituserenvironment", "tcpkeepalive", "compression")
+    assert {key: sshd_effective[key] for key in refused} == {key: "no" for key in refused}
+    assert sshd_effective["loglevel"] == "VERBOSE"
+    assert (sshd_effective["clientaliveinterval"], sshd_effective["clientalivecountmax"]) == ("300", "2")
 
 
 def test_sshd_uses_modern_algorithms_only(sshd_effective):
@@ -161,6 +169,30 @@ def test_unattended_upgrades_installs_security_updates(host, settings):
     assert host.service("apt-daily-upgrade.timer").is_enabled
 
 
+def test_apt_sources_hold_the_security_suite_in_deb822_form(host, settings):
+    distribution = host.system_info.distribution
+    if distribution != "debian":
+        pytest.skip(f"{distribution}: its own apt sources")
+    codename = host.system_info.codename
+    sources = hardening.AptSources(codename=codename, mirror=settings.apt_mirror,
+                                   security_mirror=settings.apt_security_mirror)
+    assert host.file(hardening.APT_SOURCES).content_string == hardening.apt_sources(sources)
+    # Nothing listed twice: sources.list keeps comments only.
+    lines = host.file(hardening.APT_SOURCES_LIST).content_string.splitlines()
+    assert [line for line in lines if line.strip() and not line.lstrip().startswith("#")] == []
+
+
+def test_apt_really_has_the_security_origin(host):
+    """What apt has fetched, not what a file says: without the security suite in its lists no
+    security update can arrive, whatever unattended-upgrades is told."""
+    distribution = host.system_info.distribution
+    if distribution != "debian":
+        pytest.skip(f"{distribution}: its own apt sources")
+    policy = host.check_output("apt-cache policy")
+    origin = f"n={host.system_info.codename}-security,l=Debian-Security"
+    assert origin in policy, f"no {origin} origin in `apt-cache policy`:\n{policy}"
+
+
 def test_timesyncd_is_enabled_and_runs_outside_containers(host, in_container):
     timesyncd = host.service("systemd-timesyncd")
     assert timesyncd.is_enabled
@@ -197,3 +229,74 @@ def test_fail2ban_watches_sshd(host, settings):
     assert status.rc == 0, status.stderr
     assert "Journal matches:" in status.stdout  # the systemd backend, not a log file
     assert host.file(base.FAIL2BAN_JAIL).content_string == render.fail2ban_jail(settings)
+
+
+# -- the operating system's own hardening (roles/base/hardening.py) --------------------------
+
+
+def test_login_defs_defaults(host):
+    login_defs = host.file(hardening.LOGIN_DEFS).content_string
+    for key, value in hardening.LOGIN_DEFS_SETTINGS:
+        assert re.findall(rf"^{key}\s+(\S+)", login_defs, re.M) == [value], key
+
+
+def test_no_core_dumps(host):
+    assert host.file(hardening.LIMITS_DROP_IN).content_string == hardening.static_file("limits-assotic.conf.j2")
+    merged = host.check_output("systemd-analyze cat-config systemd/coredump.conf")
+    assert "Storage=none" in merged and "ProcessSizeMax=0" in merged
+    # A login shell really gets the hard limit (pam_limits reads limits.d).
+    assert host.check_output("su -s /bin/sh -c 'ulimit -Hc' nobody") == "0"
+
+
+def test_sysctls_are_written_and_applied_on_machines(host, in_container):
+    assert host.file(hardening.SYSCTL_DROP_IN).content_string == hardening.sysctl_config()
+    if in_container:
+        pytest.skip("the kernel is the container host's: the file is written, not applied")
+    wrong = {key: host.check_output(f"sysctl -n {key}") for key, value in hardening.SYSCTLS
+             if host.check_output(f"sysctl -n {key}") != value}
+    assert wrong == {}
+
+
+def test_unused_kernel_modules_cannot_load(host):
+    assert host.file(hardening.MODPROBE_DROP_IN).content_string == hardening.modprobe_config()
+    shown = host.check_output("modprobe --showconfig 2>/dev/null | grep '^install ' || true")
+    for module in hardening.BLOCKED_MODULES:
+        assert f"install {module.replace('-', '_')} /bin/true" in shown, module
+
+
+def test_idle_login_shells_end_and_dump_no_core(host):
+    assert host.file(hardening.SHELL_PROFILE).content_string == hardening.shell_profile()
+    # A real login shell: TMOUT is set and cannot be unset; the soft core limit is 0.
+    seen = host.check_output("bash -lc 'echo $TMOUT; ulimit -Sc; unset TMOUT 2>/dev/null || echo kept'")
+    assert seen.split() == [str(hardening.IDLE_SHELL_TIMEOUT), "0", "kept"]
+
+
+def test_legal_banner(host):
+    for path in hardening.BANNER_FILES:
+        assert host.file(path).content_string == hardening.static_file("issue.j2"), path
+
+
+def test_needrestart_lists_and_never_restarts(host):
+    assert "$nrconf{restart} = 'l';" in host.file(hardening.NEEDRESTART_DROP_IN).content_string
+    result = host.run("needrestart -b -r l")
+    assert result.rc == 0, result.stderr
+    assert "NEEDRESTART-VER:" in result.stdout
+
+
+def test_login_sessions_get_a_private_tmpdir(host):
+    # pam_tmpdir, from libpam-tmpdir, in the common session stack every login goes through.
+    assert "pam_tmpdir.so" in host.file("/etc/pam.d/common-session").content_string
+
+
+def test_lynis_profile_is_the_projects(host, in_container):
+    profile = host.file(hardening.LYNIS_PROFILE)
+    assert profile.content_string == hardening.lynis_profile(in_container)
+    assert profile.mode & 0o007 == 0
+
+
+def test_auditd_runs_with_the_projects_rules_on_machines(host, in_container):
+    if in_container:
+        pytest.skip("auditd cannot run in a container: the kernel's audit subsystem is not namespaced")
+    assert host.service("auditd").is_running
+    rules = host.check_output("auditctl -l")
+    assert "-w /etc/sudoers -p wa -k sudo" in rules
