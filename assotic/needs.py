@@ -166,6 +166,8 @@ class Timer:
     # The only folders the job may write (ReadWritePaths=: everything else is read-only to it,
     # templates/timers), e.g. the instance's home; each must exist when the job starts.
     writable_paths: tuple[str, ...] = ()
+    # False: the job talks to nothing over the network (a local copy): PrivateNetwork=.
+    network: bool = True
 
 
 @dataclass(frozen=True)

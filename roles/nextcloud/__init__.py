@@ -127,7 +127,7 @@ def assets_timer(inst: AppInstance) -> Timer:
     return Timer(unit=assets_unit(inst),
                  description=f"Copy the static files of Nextcloud apps of {inst.slug} for nginx",
                  user=inst.user, command=assets_sync_command(inst), on_calendar=ASSETS_EVERY,
-                 writable_paths=(assets_dir(inst),))
+                 writable_paths=(assets_dir(inst),), network=False)
 
 
 def assets_alias(inst: AppInstance) -> StaticAlias:

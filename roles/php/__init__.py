@@ -143,6 +143,7 @@ FPM_SERVICE_DROP_IN = """\
 UMask=0027
 PrivateTmp=yes
 PrivateDevices=yes
+PrivateMounts=yes
 ProtectSystem=yes
 ProtectHome=yes
 ProtectKernelTunables=yes

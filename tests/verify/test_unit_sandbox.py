@@ -77,8 +77,11 @@ def test_running_units_are_sandboxed_in_fact(host, units):
         if show["CapabilityBoundingSet"] == "":
             assert int(status["CapBnd"], 16) == 0, unit.name
         mountinfo = _proc(host, pid, "mountinfo", user)
-        if show["ProtectSystem"] == "strict" and mountinfo:
-            root = [line.split() for line in mountinfo.splitlines() if line.split()[4] == "/"]
-            assert root and "ro" in root[-1][5].split(","), f"{unit.name}: / is not read-only"
+        if show["ProtectSystem"] == "strict":
+            if mountinfo:
+                root = [line.split() for line in mountinfo.splitlines() if line.split()[4] == "/"]
+                assert root and "ro" in root[-1][5].split(","), f"{unit.name}: / is not read-only"
+            else:  # a process with capabilities, in a container without CAP_SYS_PTRACE
+                print(f"\n{unit.name}: mountinfo not readable here, / not checked", end="")
         checked += 1
     print(f"\n{checked} running unit(s) checked in /proc", end="")
