@@ -111,6 +111,12 @@ def test_backup_units_write_only_their_state_and_their_apps_folders():
     assert writable("assotic-backup-ulap-nextcloud") == [*own, "/srv/assotic/ulap/nextcloud"]
     assert writable("assotic-backup-ulap-paheko") == [*own, "/srv/assotic/ulap/paheko/data"]
     assert writable("assotic-backup-host") == own == writable("assotic-backup-check")
+    # Without the target's host key in data, ssh records it on first use: that file only.
+    first_use = backup.backup_context(
+        "web-1", {"backup_target": {**SFTP["backup_target"], "known_hosts": []}}, FakeSecrets())
+    text = backup.unit_files(first_use, units["assotic-backup-host"])[0]
+    assert [line for line in text.splitlines() if line.startswith("ReadWritePaths=")] == \
+        [f"ReadWritePaths={path}" for path in own] + [f"ReadWritePaths=-{backup.ETC_DIR}/known_hosts"]
 
 
 def test_mattermost_unit_writes_the_instance_home_only():
