@@ -166,6 +166,11 @@ class Timer:
     # Exit statuses besides 0 that mean "done" (systemd SuccessExitStatus=), e.g. Paheko's
     # `queue run` exits 2 while mail is still waiting: not a failed unit.
     success_exit_status: tuple[int, ...] = ()
+    # The only folders the job may write (ReadWritePaths=: everything else is read-only to it,
+    # templates/timers), e.g. the instance's home; each must exist when the job starts.
+    writable_paths: tuple[str, ...] = ()
+    # False: the job talks to nothing over the network (a local copy): PrivateNetwork=.
+    network: bool = True
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,10 @@ class BackupSpec:
     pre_hooks: tuple[str, ...] = ()
     post_hooks: tuple[str, ...] = ()
     after_restore: tuple[str, ...] = ()
+    # What the hooks write (e.g. Nextcloud's maintenance mode: config.php and its log), the only
+    # app folders the job's sandbox leaves writable (roles/backup adds its own state and the
+    # folders of the `sqlite` files, where SQLite keeps its -wal/-shm).
+    hook_writable_paths: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()  # printed by the job, e.g. "stand-in: no maintenance mode"
     # An instance shared by several associations (a Mattermost server): its snapshots are
     # kept as long as the most demanding of them asks. Empty: its own tenant's retention.

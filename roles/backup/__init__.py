@@ -15,6 +15,7 @@ roles/backup_target) or on S3. Snapshots are tagged `tenant:<slug>`, `app:<app>`
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from assotic.tenants import Retention
 MARKER = "# assotic-backup: managed by roles/backup"
 ETC_DIR = "/etc/assotic/backup"
 CACHE_DIR = "/var/cache/assotic-backup/restic"
+LOCK_FILE = "/run/lock/assotic-backup.lock"  # one job at a time on a host (lib.sh take_lock)
 LIB_DIR = "/usr/local/lib/assotic-backup"
 LIB_PATH = f"{LIB_DIR}/lib.sh"
 UNIT_DIR = "/etc/systemd/system"
@@ -81,10 +83,18 @@ class Job:
     pre_hooks: tuple[str, ...] = ()
     post_hooks: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
+    hook_writable_paths: tuple[str, ...] = ()
 
     @property
     def script(self) -> str:
         return f"{LIB_DIR}/{self.name}.sh"
+
+    @property
+    def app_writable_paths(self) -> tuple[str, ...]:
+        """The app folders this job writes besides roles/backup's own: its hooks', and the
+        folder of each live SQLite file (even a read-only copy may touch the -shm beside it)."""
+        sqlite_dirs = tuple(posixpath.dirname(live) for live in self.sqlite)
+        return tuple(dict.fromkeys(self.hook_writable_paths + sqlite_dirs))
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,16 @@ class BackupContext:
     cache_dir: str = CACHE_DIR
     lib_path: str = LIB_PATH
     ssh_alias: str = SSH_ALIAS
+    lock_file: str = LOCK_FILE
+
+    @property
+    def writable_paths(self) -> tuple[str, ...]:
+        """What every job writes: its state (status, staging), restic's cache, the lock's folder."""
+        return (self.state_dir, self.cache_dir, posixpath.dirname(self.lock_file))
+
+    @property
+    def known_hosts_path(self) -> str:
+        return f"{self.etc_dir}/known_hosts"
 
 
 class BackupDataError(ValueError):
@@ -180,6 +200,7 @@ def tenant_job(spec: BackupSpec, retention: Retention, host_name: str, data: Any
         pre_hooks=tuple(spec.pre_hooks),
         post_hooks=tuple(spec.post_hooks),
         notices=tuple(spec.notices),
+        hook_writable_paths=tuple(spec.hook_writable_paths),
     )
 
 
@@ -278,7 +299,7 @@ def rendered_files(context: BackupContext, jobs: list[Job]) -> dict[str, tuple[s
     if context.sftp:
         out[f"{ETC_DIR}/ssh_config"] = (render("ssh_config.j2", backup=context), "0644")
         if context.target.known_hosts:
-            out[f"{ETC_DIR}/known_hosts"] = (known_hosts_text(context), "0644")
+            out[context.known_hosts_path] = (known_hosts_text(context), "0644")
     return out
 
 
@@ -288,10 +309,11 @@ class Unit:
     description: str
     script: str
     on_calendar: str
+    app_writable_paths: tuple[str, ...] = ()  # besides BackupContext.writable_paths
 
 
 def units_for(jobs: list[Job], host_name: str, data: Any) -> list[Unit]:
-    units = [Unit(j.unit, j.description, j.script, j.on_calendar) for j in jobs]
+    units = [Unit(j.unit, j.description, j.script, j.on_calendar, j.app_writable_paths) for j in jobs]
     units.append(Unit("assotic-backup-check", f"assotic weekly check of {host_name}'s backups",
                       f"{LIB_DIR}/{CHECK_JOB}.sh", weekly_check(data, host_name)))
     return units

@@ -22,6 +22,9 @@ TURN_CERT = f"{TURN_CERT_DIR}/fullchain.pem"
 TURN_KEY = f"{TURN_CERT_DIR}/privkey.pem"
 # coturn runs as turnserver (Debian's coturn.service); port 443 needs CAP_NET_BIND_SERVICE.
 SERVICE_DROP_IN = "/etc/systemd/system/coturn.service.d/assotic.conf"
+# Debian's coturn opens its SQLite database (turndb) here at every start, even with a shared
+# secret and no user in it: the one folder its sandbox leaves writable.
+TURN_DB_DIR = "/var/lib/turn"
 # certbot runs this after each renewal: copy the certificate where turnserver reads it.
 RENEWAL_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/coturn"
 SECRET_NAME = TURN_SECRET  # one secret shared by all coturn and BBB hosts (assotic/layout.py)
@@ -140,7 +143,7 @@ def turnserver_conf(settings: CoturnSettings, static_auth_secret: str) -> str:
 
 
 def service_drop_in() -> str:
-    return render("coturn/coturn.service.d.conf.j2", turn={})
+    return render("coturn/coturn.service.d.conf.j2", turn={"db_dir": TURN_DB_DIR})
 
 
 def renewal_hook(settings: CoturnSettings) -> str:

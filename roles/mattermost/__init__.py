@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assotic.artifacts import Artifact
-from assotic.needs import SRV_ROOT, BackupSpec, Database, HostNeeds, Vhost, as_instance_user
+from assotic.needs import AppInstance, BackupSpec, Database, HostNeeds, Vhost, as_instance_user
 from assotic.tenants import Tenant
 from roles.standin import STANDIN_ROOT
 from assotic.templating import render
@@ -187,7 +187,8 @@ def env_file(inst: MattermostInstance, db_password: str, data: Any = None) -> st
 
 
 def unit_template() -> str:
-    context = {"user_prefix": USER_PREFIX, "env_dir": ENV_DIR, "srv_root": SRV_ROOT}
+    # %i: the instance name, the slug of its AppInstance, so its home is spelled once.
+    context = {"user_prefix": USER_PREFIX, "env_dir": ENV_DIR, "home": AppInstance("%i", APP).home}
     return render("mattermost/assotic-mattermost@.service.j2", mattermost=context)
 
 

@@ -126,7 +126,8 @@ def assets_sync_command(inst: AppInstance) -> tuple[str, ...]:
 def assets_timer(inst: AppInstance) -> Timer:
     return Timer(unit=assets_unit(inst),
                  description=f"Copy the static files of Nextcloud apps of {inst.slug} for nginx",
-                 user=inst.user, command=assets_sync_command(inst), on_calendar=ASSETS_EVERY)
+                 user=inst.user, command=assets_sync_command(inst), on_calendar=ASSETS_EVERY,
+                 writable_paths=(assets_dir(inst),), network=False)
 
 
 def assets_alias(inst: AppInstance) -> StaticAlias:
@@ -203,6 +204,8 @@ def nextcloud_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
             on_calendar=CRON_EVERY,
             working_directory=inst.home,
             environment=(("NEXTCLOUD_CONFIG_DIR", inst.config_dir),),
+            # data, config (config.php), apps, tmp and log: all under its home.
+            writable_paths=(inst.home,),
         ), assets_timer(inst)],
         backups=[nextcloud_backup(tenant, release)],
     )
@@ -231,6 +234,7 @@ def nextcloud_backup(tenant: Tenant, release: Artifact | None) -> BackupSpec:
         postgres_db=inst.user,
         pre_hooks=(f"{occ} maintenance:mode --on",),
         post_hooks=(f"{occ} maintenance:mode --off",),
+        hook_writable_paths=(inst.home,),
         after_restore=(f"{occ} maintenance:mode --off", f"{occ} maintenance:data-fingerprint"),
     )
 

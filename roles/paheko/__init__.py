@@ -126,11 +126,12 @@ def paheko_needs(tenant: Tenant, release: Artifact | None) -> HostNeeds:
         timers=[
             Timer(unit=cron_unit(inst), description=f"Paheko daily tasks for {tenant.slug}",
                   user=inst.user, command=paheko_cli(inst, release, "cron"),
-                  on_calendar=daily_at(inst), working_directory=inst.home),
+                  on_calendar=daily_at(inst), working_directory=inst.home,
+                  writable_paths=(inst.home,)),
             # Messages still waiting are not a failure: the next run sends them.
             Timer(unit=queue_unit(inst), description=f"Paheko e-mail queue for {tenant.slug}",
                   user=inst.user, command=paheko_cli(inst, release, "queue", "run", "--quiet"),
-                  on_calendar=QUEUE_EVERY, working_directory=inst.home,
+                  on_calendar=QUEUE_EVERY, working_directory=inst.home, writable_paths=(inst.home,),
                   success_exit_status=(QUEUE_STILL_WAITING,)),
         ],
         backups=[paheko_backup(tenant, release)],

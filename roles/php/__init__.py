@@ -129,8 +129,34 @@ class PhpSettings:
 
 FPM_SERVICE_DROP_IN = """\
 # Managed by assotic (roles/php): what PHP creates is readable by its instance only.
+#
+# Sandbox, partial on purpose (docs/units.md): this drop-in is on Debian's php-fpm unit, whose
+# root master starts the workers of every association's pool as that pool's user. Only what
+# no PHP application ever needs is taken away: kernel settings, devices, /home, /usr, realtime,
+# namespaces, other ABIs. Not set, and why: ProtectSystem=strict or full (Debian's
+# ExecStartPost helper runs update-alternatives, which writes /etc and /var/lib/dpkg);
+# NoNewPrivileges= (PHP's mail() runs sendmail, which is setgid under Postfix);
+# CapabilityBoundingSet= and SystemCallFilter= (what the master needs follows the pools'
+# options: users, rlimits, priorities, the slow log's ptrace); MemoryDenyWriteExecute= (the
+# PCRE and opcache JITs).
 [Service]
 UMask=0027
+PrivateTmp=yes
+PrivateDevices=yes
+PrivateMounts=yes
+ProtectSystem=yes
+ProtectHome=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+SystemCallArchitectures=native
 """
 
 # Extensions Debian builds outside PHP's source, packaged for the default PHP only.
@@ -255,7 +281,8 @@ def php(pools: list[PhpPool]) -> None:
     # when facts were read, as on the first run (the package starts it with umask 022).
     # A reload keeps the old umask: only a restart applies it. Both run again on the next
     # deploy when one was killed after the files changed (roles/remote_files.reload_after).
-    reload_after(f"Restart {settings.fpm_service} with its new umask",
+    # The same drop-in carries the sandbox, which a restart applies too.
+    reload_after(f"Restart {settings.fpm_service} with its new umask and sandbox",
                  f"systemctl daemon-reload && systemctl restart {settings.fpm_service}",
                  [umask_drop_in], stamp=f"{settings.fpm_service}-umask", covers=[umask_drop_in_path])
     systemd.service(name=f"Enable and start {settings.fpm_service}", service=settings.fpm_service,

@@ -82,6 +82,7 @@ def standin_timer(unit: str, instance: AppInstance, on_calendar: str) -> Timer:
         command=("/usr/bin/php", f"{STANDIN_ROOT}/cron.php", config_path(instance)),
         on_calendar=on_calendar,
         working_directory=instance.home,
+        writable_paths=(instance.home,),
     )
 
 

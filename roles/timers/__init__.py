@@ -84,6 +84,11 @@ def timer_units(timer: Timer) -> tuple[str, str]:
     for text in (timer.description, timer.on_calendar, timer.user, timer.working_directory or ""):
         if "\n" in text:
             raise ValueError(f"timer {timer.unit}: newline in {text!r}")
+    for path in timer.writable_paths:
+        # One path per ReadWritePaths= line, spelled as is: no space, quote or specifier.
+        if not re.fullmatch(r"/[^\s\"'%\\]*", path):
+            raise ValueError(f"timer {timer.unit}: writable path {path!r} must be absolute, "
+                             "without spaces, quotes, '%' or backslashes")
     if not all(isinstance(status, int) and 0 < status < 256 for status in timer.success_exit_status):
         raise ValueError(f"timer {timer.unit}: success exit statuses are 1 to 255, "
                          f"got {timer.success_exit_status!r}")

@@ -227,13 +227,15 @@ def test_timer_units():
     timer = Timer(unit="assotic-paheko-cron-ulap", description="Paheko cron of ulap", user="paheko_ulap",
                   command=("/usr/bin/php", "/opt/paheko/bin/cron.php", "--root=/srv/assotic/ulap/paheko"),
                   on_calendar="*:0/5", working_directory="/srv/assotic/ulap/paheko",
-                  environment=(("PAHEKO_ROOT", "/srv/assotic/ulap/paheko"),))
+                  environment=(("PAHEKO_ROOT", "/srv/assotic/ulap/paheko"),),
+                  writable_paths=("/srv/assotic/ulap/paheko",))
     service, timer_text = timers.timer_units(timer)
     for line in ("Type=oneshot", "User=paheko_ulap", "Group=paheko_ulap",
                  "WorkingDirectory=/srv/assotic/ulap/paheko",
                  "Environment=PAHEKO_ROOT=/srv/assotic/ulap/paheko",
                  "ExecStart=/usr/bin/php /opt/paheko/bin/cron.php --root=/srv/assotic/ulap/paheko",
-                 "PrivateTmp=yes", "ProtectSystem=full", "NoNewPrivileges=yes"):
+                 "PrivateTmp=yes", "ProtectSystem=strict", "ReadWritePaths=/srv/assotic/ulap/paheko",
+                 "NoNewPrivileges=yes", "CapabilityBoundingSet="):
         assert line in service.splitlines(), line
     assert service.splitlines()[0] == timers.MARKER == timer_text.splitlines()[0]
     for line in ("OnCalendar=*:0/5", "Persistent=true", "Unit=assotic-paheko-cron-ulap.service",
