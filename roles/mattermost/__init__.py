@@ -339,6 +339,8 @@ def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
 
 
 _code_scheduled: set[tuple[str, str]] = set()
+# The operation writing UNIT_TEMPLATE on each host (rendered once, followed by every instance).
+_unit_template_ops: dict = {}
 
 
 def deploy(app, secrets: Any) -> None:
@@ -432,9 +434,11 @@ def _install_configuration(inst: MattermostInstance, release: Artifact | None, s
     changed = [put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
                                                  host.data), mode="0640", user="root",
                         group=inst.user)]
-    if (host.name, "unit") not in _code_scheduled:  # one template for every instance of the host
-        changed.append(put_text(UNIT_TEMPLATE, unit_template()))
-    _code_scheduled.add((host.name, "unit"))
+    # One template for every instance of the host, rendered with the first one; each instance's
+    # restart follows its change (the later ones' stamps were read before it was written).
+    if host.name not in _unit_template_ops:
+        _unit_template_ops[host.name] = put_text(UNIT_TEMPLATE, unit_template())
+    changed.append(_unit_template_ops[host.name])
     changed.append(put_text(dropin_path(inst), release_dropin(inst, release)))
     return changed
 

@@ -39,6 +39,7 @@ class Secrets:
 def fresh_run(monkeypatch):
     """Each plan is one deploy: the per-run "scheduled once" sets start empty."""
     monkeypatch.setattr(mattermost, "_code_scheduled", set())
+    monkeypatch.setattr(mattermost, "_unit_template_ops", {})
     monkeypatch.setattr(releases, "_scheduled", {})
 
 
@@ -303,6 +304,39 @@ def plan_both(tmp_path, rel):
     fake = FakeHost("web-1", {"web": ["web-1"]}, data, FRESH)
     return fake.plan(lambda: [mattermost.mattermost(inst, rel, local, Secrets(), served(inst))
                               for inst in (chat, ulap)])
+
+
+def test_a_new_unit_template_restarts_every_instance_of_the_host(tmp_path, monkeypatch):
+    """The template is rendered with the first instance; the second's restart must follow it too
+    (its stamp was read before the template was written: seen in the lab, restarted one deploy late)."""
+    from roles import remote_files
+
+    chat, ulap, rel = instance("chat"), instance("ulap"), release("11.1.1")
+    facts = current_facts(chat, rel, CHAT_USERS, CHAT_ADMINS, ["toitcommun", "zerodechet"])
+    facts.update({"MmctlJson": [], "Directory": None, "ChangedSinceStamp": False, "FolderFiles": {},
+                  ("MattermostTeamAdmins", (("database", "mattermost_ulap"),)): {}})
+    facts.pop("MattermostTeamAdmins")
+    facts[("MattermostTeamAdmins", (("database", "mattermost_chat"),))] = CHAT_ADMINS
+    facts[("FolderFiles", (("folder", mattermost.UNIT_DIR),))] = {}  # the template is new
+    followed = {}
+    real_reload_after = remote_files.reload_after
+
+    def recording_reload_after(name, command, changed, stamp, covers):
+        followed[stamp] = list(changed)
+        return real_reload_after(name, command, changed, stamp, covers)
+
+    monkeypatch.setattr(remote_files, "reload_after", recording_reload_after)
+
+    def both():
+        mattermost.mattermost(chat, rel, tmp_path / rel.filename, Secrets(), served(chat))
+        mattermost.mattermost(ulap, rel, tmp_path / rel.filename, Secrets(), served(ulap))
+
+    (tmp_path / rel.filename).write_bytes(b"not really a tarball")
+    FakeHost("web-1", {"web": ["web-1"]}, {"platform": Platform(tenants=[t for _, t in LOADED], secrets=None)},
+             facts).plan(both)
+    template_op = mattermost._unit_template_ops["web-1"]
+    assert template_op in followed[mattermost.unit_name(chat)]
+    assert template_op in followed[mattermost.unit_name(ulap)]
 
 
 def test_first_install_plans_every_operation_in_this_order(tmp_path):
