@@ -259,7 +259,9 @@ def test_sysctls_are_written_and_applied_on_machines(host, in_container):
 
 def test_unused_kernel_modules_cannot_load(host):
     assert host.file(hardening.MODPROBE_DROP_IN).content_string == hardening.modprobe_config()
-    shown = host.check_output("modprobe --showconfig 2>/dev/null | grep '^install ' || true")
+    if not host.exists("modprobe"):
+        pytest.skip("no modprobe here (kmod is not installed in a minimal container): the file is all there is")
+    shown = host.check_output("modprobe --showconfig | grep '^install ' || true")
     for module in hardening.BLOCKED_MODULES:
         assert f"install {module.replace('-', '_')} /bin/true" in shown, module
 
