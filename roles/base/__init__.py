@@ -80,10 +80,10 @@ def base(firewall_openings: list[Opening]) -> None:
     settings = BaseSettings.from_data(host.data, openings=firewall_openings)
     in_container = host.get_fact(ContainerType) != "none"
 
-    debian = host.get_fact(LinuxDistribution)["name"] == "Debian"
-    configure_apt_sources(settings)
+    distribution = host.get_fact(LinuxDistribution)
+    configure_apt_sources(settings, distribution)
     install_packages(settings, in_container)
-    if debian:
+    if distribution["name"] == "Debian":
         hardening.install_pending_security_updates()
     configure_identity(settings, in_container)
     configure_sysadmins(settings)
@@ -97,8 +97,7 @@ def base(firewall_openings: list[Opening]) -> None:
     hardening.harden(in_container)
 
 
-def configure_apt_sources(settings: BaseSettings) -> None:
-    distribution = host.get_fact(LinuxDistribution)
+def configure_apt_sources(settings: BaseSettings, distribution: dict) -> None:
     if distribution["name"] != "Debian":
         # A BigBlueButton host runs Ubuntu, whose own sources carry its -security pocket.
         host.noop(f"apt sources are {distribution['name']}'s own")

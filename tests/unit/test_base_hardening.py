@@ -141,7 +141,7 @@ def names(ops) -> list[str]:
 
 
 def test_a_fresh_debian_host_gets_the_security_suite_before_anything_is_installed():
-    ops = fresh_host().plan(base.configure_apt_sources, BaseSettings())
+    ops = fresh_host().plan(base.configure_apt_sources, BaseSettings(), BOOKWORM_FACT)
     assert names(ops) == [
         f"Keep the original {hardening.APT_SOURCES_LIST} as {hardening.APT_SOURCES_LIST_BEFORE}",
         f"Render {hardening.APT_SOURCES}", f"Render {hardening.APT_SOURCES_LIST}",
@@ -150,13 +150,13 @@ def test_a_fresh_debian_host_gets_the_security_suite_before_anything_is_installe
 
 
 def test_the_original_sources_list_is_kept_once():
-    ops = fresh_host(File={"mode": 644}).plan(base.configure_apt_sources, BaseSettings())
+    ops = fresh_host(File={"mode": 644}).plan(base.configure_apt_sources, BaseSettings(), BOOKWORM_FACT)
     assert not [name for name in names(ops) if name.startswith("Keep the original")]
 
 
 def test_an_ubuntu_host_keeps_its_own_sources():
     ubuntu = {"name": "Ubuntu", "major": 22, "minor": 4, "release_meta": {"VERSION_CODENAME": "jammy"}}
-    assert fresh_host(distribution=ubuntu).plan(base.configure_apt_sources, BaseSettings()) == []
+    assert fresh_host(distribution=ubuntu).plan(base.configure_apt_sources, BaseSettings(), ubuntu) == []
 
 
 def test_in_a_container_sysctls_are_written_not_applied_and_auditd_is_not_installed():
