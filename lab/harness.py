@@ -43,6 +43,8 @@ SSH_KEY = SSH_DIR / "id_ed25519"
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
 SECRETS_KEY = LAB_DIR / "secrets.key"
 SECRETS_STORE = LAB_DIR / "secrets.enc.json"  # the name inventory/lab.py gives the store
+# The container label that says which secrets key a lab host was deployed with.
+SECRETS_KEY_LABEL = "assotic.lab.secrets-key"
 
 IMAGE_REPOSITORY = "assotic-lab"
 # Only Debian's archive is reachable (and ours to use).
@@ -139,10 +141,12 @@ def lab_ssh_data(h: LabHost) -> dict:
     }
 
 
-def run_kwargs(h: LabHost, image: str | None = None) -> dict:
+def run_kwargs(h: LabHost, image: str | None = None, key_id: str = "") -> dict:
     """docker SDK `containers.run` kwargs for a lab host (the flags LAB.md found to work).
 
     --privileged and --cap-add ALL fail in our sandbox: capabilities are added one by one.
+    key_id labels the container with the secrets key it is deployed with (secrets_key_id;
+    reuse_refusal reads it back).
     """
     return {
         "image": image or image_tag(h.suite),
@@ -160,7 +164,8 @@ def run_kwargs(h: LabHost, image: str | None = None) -> dict:
         "stop_signal": "SIGRTMIN+3",
         # The lab tests restart containers themselves; docker must not do it behind their back.
         "restart_policy": {"Name": "no"},
-        "labels": {"assotic.lab": "1", "assotic.lab.host": h.name},
+        "labels": {"assotic.lab": "1", "assotic.lab.host": h.name,
+                   SECRETS_KEY_LABEL: key_id},
     }
 
 
@@ -398,9 +403,10 @@ def write_known_hosts(client) -> None:
     say(f"known_hosts written: {KNOWN_HOSTS}")
 
 
-def ensure_secrets_key() -> None:
+def ensure_secrets_key() -> str:
+    """Create the lab's secrets key once; return its id (secrets_key_id)."""
     if SECRETS_KEY.exists():
-        return
+        return secrets_key_id(SECRETS_KEY.read_bytes())
     from assotic.secrets_store import create_key
 
     # A store left from an earlier key can never be opened again; the lab's secrets are
@@ -408,6 +414,28 @@ def ensure_secrets_key() -> None:
     SECRETS_STORE.unlink(missing_ok=True)
     create_key(SECRETS_KEY)
     say(f"lab secrets key created: {SECRETS_KEY}")
+    return secrets_key_id(SECRETS_KEY.read_bytes())
+
+
+def secrets_key_id(key: bytes) -> str:
+    """A short public id of a secrets key (a hash: the key cannot be found from it)."""
+    import hashlib
+
+    return hashlib.sha256(b"assotic-lab-secrets-key\0" + key).hexdigest()[:16]
+
+
+def reuse_refusal(labels: dict, key_id: str) -> str | None:
+    """Why an existing lab container must not be reused with this checkout's secrets key, or
+    None. A host deployed with another key (another checkout on the same slot, a .lab folder
+    removed, a CI machine that kept a developer's containers) holds passwords this checkout's
+    store does not have: restic, PostgreSQL and the apps refuse the new ones, and the deploy
+    fails far from the cause ("wrong password or no key found")."""
+    found = labels.get(SECRETS_KEY_LABEL)
+    if found == key_id:
+        return None
+    if not found:
+        return "it has no secrets-key label (made before labels, or by hand)"
+    return f"it was deployed with another secrets key ({found}, this checkout's is {key_id})"
 
 
 # --- Containers --------------------------------------------------------------------------
@@ -422,12 +450,17 @@ def get_container(client, h: LabHost):
         return None
 
 
-def start_container(client, h: LabHost) -> None:
+def start_container(client, h: LabHost, key_id: str) -> None:
     container = get_container(client, h)
     where = f"{h.name} ({debian_release(h.suite)}) on 127.0.0.1:{h.ssh_port}"
+    refusal = container and reuse_refusal(container.labels, key_id)
+    if refusal:
+        say(f"{container.name} cannot be reused: {refusal}; removing it and starting it afresh")
+        container.remove(force=True)
+        container = None
     if container is None:
         say(f"starting {where}")
-        client.containers.run(**run_kwargs(h))
+        client.containers.run(**run_kwargs(h, key_id=key_id))
     elif container.status == "running":
         say(f"reusing running {where}")
     else:
@@ -502,15 +535,15 @@ def up() -> None:
     client = docker_client(start=True)
     ensure_images(client)
     pubkey = ensure_ssh_key()
+    key_id = ensure_secrets_key()  # first: it decides which containers can be reused
     for h in LAB_HOSTS:  # start all first: they boot in parallel
-        start_container(client, h)
+        start_container(client, h, key_id)
     for h in LAB_HOSTS:
         wait_until_ready(h.name, client)
         prepare_container(client, h, pubkey)
         wait_until_ready(h.name, client)  # sshd may have just been restarted with new keys
         say(f"{h.name} is ready")
     write_known_hosts(client)
-    ensure_secrets_key()
     say("up")
 
 

@@ -116,6 +116,27 @@ def test_run_kwargs_publish_ssh_on_loopback_only():
     assert lab.run_kwargs(WEB_2, image="other:tag")["image"] == "other:tag"
 
 
+def test_a_container_is_labelled_with_the_secrets_key_it_is_deployed_with_and_reused_only_with_it():
+    key_id = lab.secrets_key_id(b"key of this checkout")
+    labels = lab.run_kwargs(WEB_1, key_id=key_id)["labels"]
+    assert lab.reuse_refusal(labels, key_id) is None
+    other = lab.reuse_refusal(labels, lab.secrets_key_id(b"key of another checkout"))
+    assert other and "another secrets key" in other and key_id in other
+
+
+def test_a_container_without_the_secrets_key_label_is_not_reused():
+    key_id = lab.secrets_key_id(b"key")
+    assert "no secrets-key label" in lab.reuse_refusal({"assotic.lab": "1"}, key_id)
+    assert lab.reuse_refusal({lab.SECRETS_KEY_LABEL: ""}, key_id)
+
+
+def test_the_secrets_key_id_is_stable_and_does_not_contain_the_key():
+    key = b"k" * 44
+    assert lab.secrets_key_id(key) == lab.secrets_key_id(key)
+    assert lab.secrets_key_id(key) != lab.secrets_key_id(key[:-1] + b"j")
+    assert "k" * 4 not in lab.secrets_key_id(key)
+
+
 def test_known_hosts_line_drops_the_comment_and_brackets_the_port():
     line = lab.known_hosts_line(WEB_1, ED25519_PUB + "\n")
     key_data = ED25519_PUB.split()[1]
