@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,7 +69,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("pyinfra_host", hosts, ids=[h.name for h in hosts], scope="module")
 
 
-def testinfra_host(pyinfra_host) -> testinfra.host.Host:
+def pytest_unconfigure(config: pytest.Config) -> None:
+    socket_dir = getattr(config, "_assotic_ssh_sockets", None)
+    if socket_dir:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def ssh_socket_dir(config: pytest.Config) -> str:
+    """A private folder (0700, short path: a socket path has at most 108 bytes) for the SSH
+    master connections of this run."""
+    if not getattr(config, "_assotic_ssh_sockets", None):
+        config._assotic_ssh_sockets = tempfile.mkdtemp(prefix="assotic-ssh-")
+    return config._assotic_ssh_sockets
+
+
+def testinfra_host(pyinfra_host, socket_dir: str | None = None) -> testinfra.host.Host:
     """A testinfra host reaching a pyinfra host the way pyinfra does: same user, key, port
     and known_hosts file, strict host key checking."""
     data = pyinfra_host.data
@@ -81,6 +97,11 @@ def testinfra_host(pyinfra_host) -> testinfra.host.Host:
     options = {"ssh_extra_args": " ".join(extra_args)}
     if data.ssh_key:
         options["ssh_identity_file"] = os.path.expanduser(data.ssh_key)
+    if socket_dir:
+        # testinfra runs each command over a new `ssh` (key exchange, login, PAM session):
+        # with a ControlPath, they share one master connection per host (ControlPersist 60 s).
+        # One socket per inventory host (testinfra %-formats the command: no %C token here).
+        options["controlpath"] = f"{socket_dir}/{pyinfra_host.name}"
     return testinfra.get_host(
         f"ssh://{user}@{address}:{data.ssh_port or 22}",
         sudo=user != "root",  # sysadmins are in sudoers with NOPASSWD
@@ -89,8 +110,8 @@ def testinfra_host(pyinfra_host) -> testinfra.host.Host:
 
 
 @pytest.fixture(scope="module")
-def host(pyinfra_host) -> testinfra.host.Host:
-    return testinfra_host(pyinfra_host)
+def host(pyinfra_host, request) -> testinfra.host.Host:
+    return testinfra_host(pyinfra_host, ssh_socket_dir(request.config))
 
 
 @pytest.fixture(scope="module")
