@@ -60,6 +60,22 @@ def _proc(host, pid: str, name: str, user: str) -> str:
     return result.stdout if result.rc == 0 else ""
 
 
+def _executed_status(host, unit: str, pid: str, user: str, attempts: int = 10) -> dict[str, str]:
+    """/proc/<pid>/status of the unit's main process once it runs its own program, or {} when
+    it is gone first. Until then it is systemd's forked child, named "(<program>)", which
+    applies the sandbox (no_new_privs, seccomp, capabilities) just before exec: a oneshot
+    started by its timer a moment ago can be caught there (seen after a restart in CI)."""
+    for _ in range(attempts):
+        status = dict(line.split(":", 1) for line in _proc(host, pid, "status", user).splitlines()
+                      if ":" in line)
+        if not status or _show(host, unit, "MainPID").get("MainPID") != pid:
+            return {}  # it ended (and its PID may already be another process's)
+        if not status.get("Name", "").strip().startswith("("):
+            return status
+        host.run("sleep 0.5")
+    return {}
+
+
 def test_running_units_are_sandboxed_in_fact(host, units):
     checked = 0
     for unit in units:
@@ -68,8 +84,9 @@ def test_running_units_are_sandboxed_in_fact(host, units):
         if show.get("MainPID", "0") == "0":
             continue  # a oneshot job between runs, or a unit that is stopped
         pid, user = show["MainPID"], show.get("User", "")
-        status = dict(line.split(":", 1) for line in _proc(host, pid, "status", user).splitlines()
-                      if ":" in line)
+        status = _executed_status(host, unit.name, pid, user)
+        if not status:
+            continue  # a oneshot that ended while it was being looked at
         if show["NoNewPrivileges"] == "yes":
             assert status["NoNewPrivs"].strip() == "1", unit.name
         if show["SystemCallFilter"]:
