@@ -28,17 +28,26 @@ def unpacked_marker(artifact: Artifact) -> str:
     return f"{OPT_ROOT}/.{artifact.name}-{artifact.version}.unpacked"
 
 
+def unpack_lock(artifact: Artifact) -> str:
+    return f"{OPT_ROOT}/.{artifact.name}-{artifact.version}.lock"
+
+
 def unpack_command(artifact: Artifact) -> str:
     """Shell that unpacks the uploaded release into its read-only tree, atomically.
 
     The sha256 is checked again on the host (the upload could have been cut short),
     the tree is made in `<dir>.partial` and renamed at the end, with the marker file
     (outside the tree) written last: a half-made tree is never taken for a finished one.
+    One unpack at a time per release (flock, held until the shell exits): a deploy killed
+    during an unpack leaves it running on the host (no tty, so sshd sends it no SIGHUP), and
+    the next deploy, which finds no marker yet, must not unpack into the same folders at once.
     """
     target = artifact.install_dir
     partial = f"{target}.partial"
     marker = unpacked_marker(artifact)
     return " && ".join([
+        f"exec 9> {unpack_lock(artifact)}",
+        "flock 9",
         f"echo '{artifact.sha256}  {artifact.remote_path}' | sha256sum --check --quiet",
         f"rm -f {marker}",
         f"rm -rf {partial} {target}",

@@ -10,10 +10,10 @@ Two steps, because certificates sit between them (deploy.py orders them):
    needs the certificate, so it runs after roles/tls made them.
 
 Application roles never configure nginx: they hand over assotic.needs.Vhost objects.
-Every change goes through one transaction: files are staged outside nginx's view, moved
-into place together, `nginx -t` checks the whole configuration and nginx is reloaded; if
-the check fails every file is put back (assotic-nginx-activate). Nothing runs when nothing
-changed, so a second deploy changes nothing. Knobs: docs/web.md.
+Every change goes through one transaction: files are staged outside nginx's view, the ones
+this deploy wants are moved into place together, `nginx -t` checks the whole configuration
+and nginx is reloaded; if the check fails every file is put back (assotic-nginx-activate).
+Nothing runs when nothing changed, so a second deploy changes nothing. Knobs: docs/web.md.
 """
 
 from __future__ import annotations
@@ -128,7 +128,9 @@ def activate(label: str, wanted: dict[str, str], removals: list[str],
     what = ", ".join([*staged, *(f"remove {p}" for p in removals)])
     server.shell(
         name=f"Test and activate nginx {label}: {what}",
-        commands=[shlex.join([ACTIVATE_SCRIPT, *removals])],
+        # Named one by one: a copy left staged by a killed deploy is installed only when
+        # this deploy wants it too.
+        commands=[shlex.join([ACTIVATE_SCRIPT, *(a for p in staged for a in ("--install", p)), *removals])],
     )
 
 

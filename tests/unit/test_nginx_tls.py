@@ -238,11 +238,15 @@ def nginx_dir(tmp_path):
     script.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ASSOTIC_NGINX_DIR": str(etc)}
 
-    def run(*removals: str, staged: dict[str, str]) -> subprocess.CompletedProcess:
-        for rel, content in staged.items():
+    def run(*removals: str, staged: dict[str, str], left_staged: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+        """Activate the `staged` files (named to the script) and remove `removals`;
+        `left_staged`: copies already in the staging folder that this run does not name."""
+        for rel, content in {**(left_staged or {}), **staged}.items():
             (etc / "assotic-staging" / rel).parent.mkdir(parents=True, exist_ok=True)
             (etc / "assotic-staging" / rel).write_text(content)
-        return subprocess.run([str(script), *(str(etc / r) for r in removals)], env=env,
+        installs = [a for rel in staged for a in ("--install", str(etc / rel))]
+        return subprocess.run([str(script), *installs, *(str(etc / r) for r in removals)], env=env,
                               capture_output=True, text=True)
 
     return SimpleNamespace(etc=etc, log=log, run=run)
@@ -273,3 +277,29 @@ def test_a_rejected_configuration_puts_every_file_back_and_does_not_reload(nginx
     assert (etc / "sites-enabled" / "default").is_symlink()  # Debian's link, restored as a link
     assert "systemctl" not in nginx_dir.log.read_text()
     assert not (etc / "assotic-rollback").exists() and list((etc / "assotic-staging").rglob("*.conf")) == []
+
+
+def test_a_copy_left_staged_by_a_killed_deploy_goes_live_only_when_named(nginx_dir):
+    """A deploy killed between staging a vhost and activating it leaves the copy staged; if
+    that change is abandoned (its data edited back), the next activation of another file
+    must not install it (tests/lab/test_interrupted_deploy.py kills there)."""
+    etc = nginx_dir.etc
+    abandoned = {"sites-enabled/assotic-old.example.org.conf": "old tenant, abandoned edit\n"}
+    result = nginx_dir.run(staged={"conf.d/assotic-http.conf": "http v2\n"}, left_staged=abandoned)
+    assert result.returncode == 0, result.stderr
+    assert (etc / "conf.d" / "assotic-http.conf").read_text() == "http v2\n"
+    assert (etc / "sites-enabled" / "assotic-old.example.org.conf").read_text() == "old tenant\n"
+
+    # Wanted again later: the deploy finds the staged copy right, names it, and it goes live.
+    result = nginx_dir.run(staged=abandoned)
+    assert result.returncode == 0, result.stderr
+    assert (etc / "sites-enabled" / "assotic-old.example.org.conf").read_text() == "old tenant, abandoned edit\n"
+
+
+def test_a_file_named_but_not_staged_changes_nothing(nginx_dir):
+    etc = nginx_dir.etc
+    result = subprocess.run([str(etc.parent / "activate"), "--install", str(etc / "conf.d/assotic-http.conf")],
+                            env={**os.environ, "ASSOTIC_NGINX_DIR": str(etc)}, capture_output=True, text=True)
+    assert result.returncode == 1 and "is not staged" in result.stderr
+    assert (etc / "conf.d" / "assotic-http.conf").read_text() == "http v1\n"
+    assert not nginx_dir.log.exists() and not (etc / "assotic-rollback").exists()
