@@ -18,8 +18,9 @@ from tests.unit.test_remote import host
 SAMPLES = Path(__file__).parent / "audit_samples"
 LYNIS_SAMPLE = (SAMPLES / "lynis-report-web-2-trixie.dat").read_text()
 TESTSSL_SAMPLE = (SAMPLES / "testssl-cloud.ulap.example.org.json").read_text()
-LAB_ACCEPTED = {"cert_chain_of_trust": "pebble", "cert_revocation": "pebble",
-                "cert_validityPeriod": "pebble", "DNS_CAArecord": "no DNS"}
+# group_data/lab.py's ids (the sample was captured with DNS lookups, which the lab now skips:
+# its DNS_CAArecord LOW is what a production domain without a CAA record gets).
+LAB_ACCEPTED = {"cert_chain_of_trust": "pebble", "cert_revocation": "pebble", "cert_validityPeriod": "pebble"}
 
 
 def test_the_lynis_report_gives_the_index_the_warnings_and_the_suggestions():
@@ -74,8 +75,16 @@ def test_accepted_ids_are_set_aside_with_their_reason():
 
 
 def certificate_findings() -> list[audit.TlsFinding]:
-    """The sample's findings but the one testssl could not check."""
-    return [f for f in audit.parse_testssl_json(TESTSSL_SAMPLE) if f.severity != "WARN"]
+    """The sample's certificate findings: all but the one testssl could not check and the CAA
+    record it looked up."""
+    return [f for f in audit.parse_testssl_json(TESTSSL_SAMPLE)
+            if f.severity != "WARN" and f.id != "DNS_CAArecord"]
+
+
+def test_a_missing_caa_record_counts_unless_accepted():
+    findings = [f for f in audit.parse_testssl_json(TESTSSL_SAMPLE) if f.severity != "WARN"]
+    assert audit.host_problems("web-1", 90, 80, [vhost(findings)]) == [
+        "web-1: cloud.ulap.example.org: testssl DNS_CAArecord LOW: --"]
 
 
 def vhost(findings) -> audit.VhostAudit:
@@ -118,6 +127,14 @@ def test_testssl_is_pointed_at_the_address_with_the_vhost_name_and_a_json_file(t
     assert argv[argv.index("--jsonfile") + 1] == str(tmp_path / "out.json")
     assert argv[argv.index("--color") + 1] == "0" and "--quiet" in argv
     assert {"--protocols", "--server-defaults", "--headers", "--vulnerable"} <= set(argv)
+    assert "--nodns" not in argv  # production: DNS lookups, the CAA record checked
+
+
+def test_without_dns_lookups_testssl_asks_no_resolver(tmp_path):
+    argv = audit.testssl_argv(audit.VhostAudit("cloud.ulap.example.org", "172.17.0.14", dns_lookups=False),
+                              tmp_path / "out.json")
+    assert argv[argv.index("--nodns") + 1] == "none"
+    assert argv[argv.index("--ip") + 1] == "172.17.0.14"  # so testssl needs no name resolved
 
 
 def test_the_lynis_script_reads_back_the_report_it_names_and_installs_nothing():
@@ -152,3 +169,35 @@ def test_audit_is_a_command_of_the_cli():
     parser = parser_of("audit", command, audit)
     args = parser.parse_args(["--inventory", "inventory/lab.py", "--data", "audit_lynis_min_index=60"])
     assert args.inventory == "inventory/lab.py" and args.data == ["audit_lynis_min_index=60"]
+
+
+def attempts_giving(*runs):
+    """A testssl stand-in for run_testssl: each call gives the next run's findings."""
+    given = iter(runs)
+    return lambda _vhost: next(given)
+
+
+TICKET_WARN = audit.TlsFinding("sessionresumption_ticket", "WARN", "check failed because of connect problem")
+
+
+def test_a_check_testssl_could_not_do_is_run_once_more_and_the_second_run_counts():
+    tested = audit.VhostAudit("cloud.ulap.example.org", "172.17.0.14")
+    audit.run_testssl(tested, LAB_ACCEPTED, attempts_giving([TICKET_WARN, *certificate_findings()],
+                                                            certificate_findings()))
+    assert tested.attempts == 2 and tested.retried_because == [TICKET_WARN]
+    assert tested.findings == [] and {f.id for f in tested.accepted} == set(LAB_ACCEPTED)
+
+
+def test_a_check_testssl_could_not_do_twice_fails():
+    tested = audit.VhostAudit("cloud.ulap.example.org", "172.17.0.14")
+    audit.run_testssl(tested, LAB_ACCEPTED, attempts_giving([TICKET_WARN], [TICKET_WARN], []))
+    assert tested.attempts == audit.TESTSSL_ATTEMPTS == 2 and tested.findings == [TICKET_WARN]
+    assert audit.host_problems("web-1", 90, 80, [tested]) == [
+        "web-1: cloud.ulap.example.org: testssl sessionresumption_ticket WARN: check failed because of connect problem"]
+
+
+def test_a_clean_run_or_a_real_finding_is_not_run_again():
+    for findings in ([], [audit.TlsFinding("TLS1", "LOW", "offered (deprecated)")]):
+        tested = audit.VhostAudit("cloud.ulap.example.org", "172.17.0.14")
+        audit.run_testssl(tested, {}, attempts_giving(findings, [TICKET_WARN]))
+        assert tested.attempts == 1 and tested.findings == findings and tested.retried_because == []
