@@ -19,8 +19,11 @@ from tests.lab.test_backup import REPO, run
 
 @pytest.fixture(scope="module")
 def audit_run():
+    results = REPO / "audit" / "results.json"
+    results.unlink(missing_ok=True)  # the figures read below are this run's, never an older run's
     result = run("make", "audit", "INVENTORY=inventory/lab.py", check=False)
-    return result, json.loads((REPO / "audit" / "results.json").read_text())
+    assert results.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    return result, json.loads(results.read_text())
 
 
 def test_every_lab_host_has_a_hardening_index_and_every_vhost_its_testssl_findings(audit_run):
