@@ -67,7 +67,7 @@ lint: $(VENV)/.installed ## The import contract (.importlinter: layers point one
 test-unit: $(VENV)/.installed ## Unit tests: schema, bad inputs, secrets, templates (no host)
 	@$(PYTEST_RUN) tests/unit
 
-test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart, killed deploy, backup drills, update run, make drill
+test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart, killed deploy, make audit, backup drills, update run, make drill
 	@$(PYTEST_RUN) tests/lab -v
 
 secrets-init: $(VENV)/.installed ## Create the secrets key (outside git) and an empty store
