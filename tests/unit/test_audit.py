@@ -7,6 +7,7 @@ connect), both captured on 2026-12-03."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,25 @@ def test_a_clean_run_or_a_real_finding_is_not_run_again():
         tested = audit.VhostAudit("cloud.ulap.example.org", "172.17.0.14")
         audit.run_testssl(tested, {}, attempts_giving(findings, [TICKET_WARN]))
         assert tested.attempts == 1 and tested.findings == findings and tested.retried_because == []
+
+
+def test_testssl_s_openssl_keeps_the_input_of_its_session_calls_open(tmp_path, monkeypatch):
+    # A stand-in openssl that reports how long its input stayed open, and its arguments.
+    fake = tmp_path / "fake-openssl"
+    fake.write_text('#!/bin/sh\nstart=$(date +%s%N); cat >/dev/null; echo "$(( ($(date +%s%N) - start) / 1000000 )) $*"\n')
+    fake.chmod(0o700)
+    monkeypatch.setattr(audit.shutil, "which", lambda _name: str(fake))
+    wrapper = audit.write_openssl_wrapper(tmp_path)
+
+    def open_ms(*argv):
+        result = subprocess.run([str(wrapper), *argv], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                check=True)
+        ms, _, args = result.stdout.strip().partition(" ")
+        return int(ms), args
+
+    ms, args = open_ms("s_client", "-connect", "172.17.0.14:443", "-sess_out", "/tmp/s")
+    assert ms >= audit.OPENSSL_SESSION_WAIT_S * 1000 * 0.9 and args == "s_client -connect 172.17.0.14:443 -sess_out /tmp/s"
+    ms, args = open_ms("s_client", "-connect", "172.17.0.14:443", "-sess_in", "/tmp/s")
+    assert ms < 500 and args == "s_client -connect 172.17.0.14:443 -sess_in /tmp/s"  # every other call as is
+    argv = audit.testssl_argv(audit.VhostAudit("a.example.org", "172.17.0.14"), tmp_path / "j", wrapper)
+    assert argv[argv.index("--openssl") + 1] == str(wrapper)
