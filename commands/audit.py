@@ -41,7 +41,7 @@ LYNIS_LOG = "/var/log/lynis.log"
 LYNIS_COMMAND = (f"lynis audit system --quick --quiet --no-colors "
                  f"--report-file {LYNIS_REPORT} --log-file {LYNIS_LOG}")
 LYNIS_MISSING_EXIT = 127
-# Measured in the lab: 216-265 s per host, four at once with testssl on 2 shared cores (docs/audit.md).
+# Measured in the lab: 135-265 s per host, four at once with testssl on 2 shared cores (docs/audit.md).
 LYNIS_TIMEOUT_S = 600
 
 # The checks that say whether a vhost's TLS is sound, and none of the slow ones (cipher per
@@ -50,7 +50,7 @@ LYNIS_TIMEOUT_S = 600
 # the HTTP security headers (HSTS). Once per host, with its first vhost: cipher categories,
 # forward secrecy and the known vulnerabilities, which depend on the TLS settings every vhost
 # includes from the same snippet (templates/nginx/snippet-tls.conf.j2). Measured in the lab
-# while Lynis ran: 29-139 s per vhost, a second attempt included (docs/audit.md).
+# while Lynis ran: 19-139 s per vhost (docs/audit.md).
 TESTSSL_PER_VHOST = ("--protocols", "--server-defaults", "--headers")
 TESTSSL_PER_HOST = ("--std", "--fs", "--vulnerable")
 TESTSSL_TIMEOUT_S = 300
