@@ -18,7 +18,7 @@ export ASSOTIC_TENANTS_DIR := $(TENANTS)
 
 .PHONY: bench help install check schema lab lab-down lab-status deploy verify bbb-check lint test test-unit test-lab \
         secrets-init secret-list secret-show secret-set secret-rotate secrets-reseal \
-        secrets-rekey clean restore update backup-status pins-fingerprint drill
+        secrets-rekey clean restore update backup-status pins-fingerprint drill audit
 
 help: ## List every target, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,7 +67,7 @@ lint: $(VENV)/.installed ## The import contract (.importlinter: layers point one
 test-unit: $(VENV)/.installed ## Unit tests: schema, bad inputs, secrets, templates (no host)
 	@$(PYTEST_RUN) tests/unit
 
-test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart, killed deploy, backup drills, update run, make drill
+test-lab: $(VENV)/.installed ## Lab tests: up, deploy, verify, idempotence, restart, killed deploy, make audit, backup drills, update run, make drill
 	@$(PYTEST_RUN) tests/lab -v
 
 secrets-init: $(VENV)/.installed ## Create the secrets key (outside git) and an empty store
@@ -107,6 +107,9 @@ pins-fingerprint: $(VENV)/.installed ## Print the sha256 of the release pins (th
 
 backup-status: $(VENV)/.installed ## Fail naming each backup older than data backup_max_age_hours (26) on INVENTORY
 	$(PY) -m commands backup-status --inventory $(INVENTORY)
+
+audit: $(VENV)/.installed ## Lynis on every host, testssl.sh on every vhost; fail under data audit_lynis_min_index [MIN_INDEX=<n>] (audit/results.json)
+	$(PY) -m commands audit --inventory $(INVENTORY) $(if $(MIN_INDEX),--data audit_lynis_min_index=$(MIN_INDEX))
 
 bench: $(VENV)/.installed ## Measure converge/no-op times, idle RSS (1 and 10 associations), backup nights and restore (bench/results.json)
 	$(PY) -m lab.bench

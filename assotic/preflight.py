@@ -471,11 +471,13 @@ def _label(path: Path) -> str:
         return str(path)
 
 
-def load_inventory_like_pyinfra(inventory_file: str | Path, cwd: str | Path = REPO_ROOT):
+def load_inventory_like_pyinfra(inventory_file: str | Path, cwd: str | Path = REPO_ROOT,
+                                override_data: dict | None = None):
     """Load an inventory and its group_data exactly as `pyinfra <inventory> ...` run from cwd does.
 
     Used by `make check` and `make verify`: preflight runs (a problem exits with 2), nothing
-    connects and no secret is written. Returns pyinfra's Inventory.
+    connects and no secret is written. `override_data`: what pyinfra's `--data key=value`
+    sets, above every group's data. Returns pyinfra's Inventory.
     """
     from pyinfra.api import State
     from pyinfra.context import ctx_state
@@ -490,6 +492,6 @@ def load_inventory_like_pyinfra(inventory_file: str | Path, cwd: str | Path = RE
     previous = os.getcwd()
     os.chdir(cwd)  # group_data files may use paths relative to it, as under pyinfra
     try:
-        return make_inventory(str(Path(inventory_file).resolve()), cwd=str(cwd))
+        return make_inventory(str(Path(inventory_file).resolve()), override_data=override_data, cwd=str(cwd))
     finally:
         os.chdir(previous)

@@ -9,6 +9,7 @@
   drill             restore drill of the latest snapshots onto a throw-away lab host
   backup-status     fail naming each backup job whose last success is missing or too old
   bbb-check         BBB and TURN health over SSH (read-only)
+  audit             Lynis on every host, testssl.sh on every vhost; fail under a hardening index
 
 `python -m commands <command> --help` gives the options of one command.
 """
@@ -43,6 +44,7 @@ COMMANDS: dict[str, Command] = {
     "drill": Command("commands.drill"),
     "backup-status": Command("commands.backup_status"),
     "bbb-check": Command("commands.bbb_check"),
+    "audit": Command("commands.audit"),
 }
 
 

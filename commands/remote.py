@@ -56,9 +56,11 @@ def script_argv(pyinfra_host) -> list[str]:
     return ssh_argv(pyinfra_host) + sudo_prefix(pyinfra_host).split() + ["bash", "-s"]
 
 
-def run_remote(pyinfra_host, script: str) -> subprocess.CompletedProcess:
-    """Run a bash script as root on the host; its output captured, as text."""
-    return subprocess.run(script_argv(pyinfra_host), input=script, text=True, capture_output=True)
+def run_remote(pyinfra_host, script: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a bash script as root on the host; its output captured, as text. `timeout` (s):
+    subprocess.TimeoutExpired when the script has not finished by then."""
+    return subprocess.run(script_argv(pyinfra_host), input=script, text=True, capture_output=True,
+                          timeout=timeout)
 
 
 def run_remote_strict(pyinfra_host, script: str) -> subprocess.CompletedProcess:

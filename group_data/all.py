@@ -104,6 +104,18 @@ nextcloud_upgrade_path = []
 # `make backup-status` (and the nightly CI job) fails for any backup older than this.
 backup_max_age_hours = 26
 
+# --- Security audit (`make audit`, commands/audit.py, docs/audit.md) -----------------------------
+# `make audit` fails for a host whose Lynis hardening index (0-100) is under this. 80: the
+# project's aim with the base role's hardening (issue 10); the lab's hosts scored 61-65 before it.
+audit_lynis_min_index = 80
+# testssl.sh finding ids that do not fail the audit, each with the one-line reason why
+# ({"cert_chain_of_trust": "..."}). Empty: every finding worse than OK fails. Only the lab
+# accepts some (group_data/lab.py): its CA is a test CA.
+audit_testssl_accepted = {}
+# False: testssl.sh asks no DNS resolver anything (`--nodns none`), so it checks no CAA
+# record. For domains that are in no DNS zone (the lab's).
+audit_testssl_dns_lookups = True
+
 from assotic.artifacts import host_debian_releases, resolve_releases  # noqa: E402
 from assotic.preflight import check_release_pins  # noqa: E402
 
@@ -123,4 +135,5 @@ release_set = resolve_releases(
 
 __all__ = ["platform", "tenants", "sysadmins", "timezone", "releases", "artifacts_mirror",
            "artifact_signing_keys", "missing_release", "release_set", "mattermost_edition",
-           "mattermost_instances", "update_canary", "nextcloud_upgrade_path", "backup_max_age_hours"]
+           "mattermost_instances", "update_canary", "nextcloud_upgrade_path", "backup_max_age_hours",
+           "audit_lynis_min_index", "audit_testssl_accepted", "audit_testssl_dns_lookups"]

@@ -35,18 +35,15 @@ def _lab_backup_target():
     container's address on Docker's bridge network, and its host keys as `make lab` read
     them into known_hosts. None (no backups, said loudly) when Docker or the container is
     not there, e.g. for `make check` on a machine without the lab."""
-    from lab.harness import KNOWN_HOSTS, LAB_HOSTS, container_name
+    from lab.harness import KNOWN_HOSTS, LAB_HOSTS, bridge_address
 
     target = next((h for h in LAB_HOSTS if h.group == "backup"), None)
     if target is None:
         return None
+    address = bridge_address(target)
     try:
-        import docker
-
-        container = docker.from_env().containers.get(container_name(target))
-        address = container.attrs["NetworkSettings"]["IPAddress"]
         lines = KNOWN_HOSTS.read_text().splitlines()
-    except Exception:  # no Docker SDK, engine, container or known_hosts: no lab target
+    except OSError:  # no known_hosts yet: no lab target
         return None
     prefix = f"[127.0.0.1]:{target.ssh_port} "
     keys = [" ".join(line.split()[1:3]) for line in lines if line.startswith(prefix)]
@@ -60,7 +57,19 @@ def _lab_backup_target():
 # receives restores.
 backup_target = None if os.environ.get("ASSOTIC_LAB_NO_BACKUP") == "1" else _lab_backup_target()
 
+# make audit (commands/audit.py, docs/audit.md): what testssl reports of the lab's vhosts and
+# is expected of a lab, not of production. Each host's address for testssl (audit_address) is
+# its bridge address, set per host in inventory/lab.py.
+audit_testssl_accepted = {
+    "cert_chain_of_trust": "the lab's certificates come from pebble, a test CA no client trusts",
+    "cert_revocation": "pebble's certificates name neither a CRL nor an OCSP responder",
+    "cert_validityPeriod": "pebble issues certificates valid 5 years (Let's Encrypt's: 90 days)",
+}
+# The lab's domains are in no DNS zone: a CAA lookup would ask the machine's resolver about
+# names nobody serves (and test traffic stays on loopback and the lab's containers).
+audit_testssl_dns_lookups = False
+
 # make update: ulap is the canary (its instances are on web-1, the others' on web-2).
 update_canary = "ulap"
 
-__all__ = ["update_canary", "sysadmins", "missing_release", "acme_lab_server", "acme_directory", "backup_target"]
+__all__ = ["audit_testssl_accepted", "audit_testssl_dns_lookups", "update_canary", "sysadmins", "missing_release", "acme_lab_server", "acme_directory", "backup_target"]

@@ -1,7 +1,8 @@
 """The local lab inventory: containers started by `make lab` on this machine.
 
 Fixed, not generated: the hosts, their Debian release and their SSH ports are
-declared once in lab/harness.py (LAB_HOSTS) and read here. `make lab` creates
+declared once in lab/harness.py (LAB_HOSTS) and read here; only each host's address on
+Docker's bridge (audit_address, for `make audit`) is read from Docker. `make lab` creates
 the SSH key and known_hosts under .lab/ssh/ before pyinfra connects.
 
 The lab keeps its own throw-away secrets store and key under .lab/, so it
@@ -17,6 +18,7 @@ from lab.harness import LAB_HOSTS as _LAB_HOSTS
 from lab.harness import SECRETS_KEY as _SECRETS_KEY
 from lab.harness import SECRETS_STORE as _SECRETS_STORE
 from lab.harness import lab_ssh_data as _lab_ssh_data
+from lab.harness import bridge_address as _bridge_address
 
 os.environ.setdefault("ASSOTIC_SECRETS_FILE", str(_SECRETS_STORE))
 os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))
@@ -24,11 +26,19 @@ os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))
 # only, and group_data/lab.py says what a missing release becomes.
 os.environ.setdefault("ASSOTIC_OFFLINE", "1")
 
-web = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "web"]
+
+def _lab_host_data(h):
+    """How pyinfra reaches the host (SSH on a loopback port), and where `make audit` runs
+    testssl against its vhosts: its address on Docker's bridge, when the container is up."""
+    address = _bridge_address(h)
+    return {**_lab_ssh_data(h), **({"audit_address": address} if address else {})}
+
+
+web = [(h.name, _lab_host_data(h)) for h in _LAB_HOSTS if h.group == "web"]
 # coturn, for real: a lab name and a self-signed certificate (lab names resolve nowhere).
-turn = [(h.name, {**_lab_ssh_data(h), "turn_domain": f"{h.name}.lab.example.org",
+turn = [(h.name, {**_lab_host_data(h), "turn_domain": f"{h.name}.lab.example.org",
                   "turn_certificate": "self-signed"})
         for h in _LAB_HOSTS if h.group == "turn"]
 # The lab's backup target (roles/backup_target); the web hosts reach it over Docker's
 # bridge network, at the address group_data/lab.py reads from Docker.
-backup = [(h.name, _lab_ssh_data(h)) for h in _LAB_HOSTS if h.group == "backup"]
+backup = [(h.name, _lab_host_data(h)) for h in _LAB_HOSTS if h.group == "backup"]

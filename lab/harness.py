@@ -450,6 +450,17 @@ def get_container(client, h: LabHost):
         return None
 
 
+def bridge_address(h: LabHost) -> str | None:
+    """The lab host's address on Docker's bridge network, where its services answer (the
+    other lab hosts and this machine reach it there). None when Docker, its SDK or the
+    container is not there, e.g. for `make check` on a machine without the lab."""
+    try:
+        container = docker_client(start=False).containers.get(container_name(h))
+        return container.attrs["NetworkSettings"]["IPAddress"] or None
+    except Exception:  # no SDK, no engine, no such container: no address
+        return None
+
+
 def start_container(client, h: LabHost, key_id: str) -> None:
     container = get_container(client, h)
     where = f"{h.name} ({debian_release(h.suite)}) on 127.0.0.1:{h.ssh_port}"
