@@ -11,7 +11,8 @@ else its ssh_hostname, else its name. Read-only: nothing is installed or changed
 
 Exits 1 when a host's index is under data `audit_lynis_min_index` (group_data/all.py), when
 testssl grades a finding worse than OK that is not in data `audit_testssl_accepted`, or when a
-host could not be audited. Always writes audit/results.json. See docs/audit.md.
+host could not be audited; exits 2, auditing nothing, when the audit's data is wrong. Writes
+audit/results.json whenever hosts were audited. See docs/audit.md.
 """
 
 from __future__ import annotations
@@ -283,9 +284,29 @@ def audit_address(pyinfra_host) -> str:
     return data.get("audit_address") or data.get("ssh_hostname") or pyinfra_host.name
 
 
+def data_problems(host: str, data) -> list[str]:
+    """Every problem of the audit's data for one host (group_data, the inventory, --data),
+    found before any host is reached."""
+    problems = []
+    index = data.get("audit_lynis_min_index")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 100):
+        problems.append(f"{host}.audit_lynis_min_index: a whole number from 0 to 100 (MIN_INDEX=<n> "
+                        f"for one run); got {index!r}")
+    accepted = data.get("audit_testssl_accepted")
+    if accepted is not None and not (isinstance(accepted, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in accepted.items())):
+        problems.append(f"{host}.audit_testssl_accepted: a mapping of testssl finding ids to the "
+                        f"reason each is accepted, like {{\"cert_revocation\": \"...\"}}; got {accepted!r}")
+    lookups = data.get("audit_testssl_dns_lookups")
+    if lookups is not None and not isinstance(lookups, bool):
+        problems.append(f"{host}.audit_testssl_dns_lookups: True or False; got {lookups!r}")
+    return problems
+
+
 def audit_host(pyinfra_host, testssl_pool: ThreadPoolExecutor) -> HostAudit:
     data = pyinfra_host.data
-    threshold = int(data.get("audit_lynis_min_index") or DEFAULT_MIN_INDEX)
+    index = data.get("audit_lynis_min_index")
+    threshold = DEFAULT_MIN_INDEX if index is None else index
     accepted = dict(data.get("audit_testssl_accepted") or {})
     dns_lookups = data.get("audit_testssl_dns_lookups") is not False
     audit = HostAudit(pyinfra_host.name, threshold)
@@ -383,6 +404,10 @@ def run(args: argparse.Namespace) -> int:
     inventory = load_inventory_like_pyinfra(Path(args.inventory).resolve(), REPO_ROOT,
                                             override_data=override_data(args.data))
     hosts = list(inventory)
+    problems = [problem for h in hosts for problem in data_problems(h.name, h.data)]
+    if problems:
+        print("audit: the audit's data is wrong; no host was audited:\n  " + "\n  ".join(problems))
+        return 2
     with ThreadPoolExecutor(TESTSSL_WORKERS) as testssl_pool, ThreadPoolExecutor(max(1, len(hosts))) as host_pool:
         audits = list(host_pool.map(lambda h: audit_host(h, testssl_pool), hosts))
     for audit in audits:

@@ -7,7 +7,11 @@ connect), both captured on 2026-12-03."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ LYNIS_SAMPLE = (SAMPLES / "lynis-report-web-2-trixie.dat").read_text()
 TESTSSL_SAMPLE = (SAMPLES / "testssl-cloud.ulap.example.org.json").read_text()
 # group_data/lab.py's ids (the sample was captured with DNS lookups, which the lab now skips:
 # its DNS_CAArecord LOW is what a production domain without a CAA record gets).
+REPO = Path(__file__).resolve().parents[2]
 LAB_ACCEPTED = {"cert_chain_of_trust": "pebble", "cert_revocation": "pebble", "cert_validityPeriod": "pebble"}
 
 
@@ -163,6 +168,47 @@ def test_data_overrides_are_parsed_like_pyinfra_data():
     assert audit.override_data(["audit_lynis_min_index=60"]) == {"audit_lynis_min_index": 60}
     with pytest.raises(SystemExit):
         audit.override_data(["audit_lynis_min_index"])
+
+
+def test_every_problem_of_the_audit_data_is_named_with_its_host_and_field():
+    problems = audit.data_problems("web-1", {"audit_lynis_min_index": "abc",
+                                             "audit_testssl_accepted": ["cert_revocation"],
+                                             "audit_testssl_dns_lookups": "no"})
+    assert [p.split(":")[0] for p in problems] == [
+        "web-1.audit_lynis_min_index", "web-1.audit_testssl_accepted", "web-1.audit_testssl_dns_lookups"]
+    assert "a whole number from 0 to 100" in problems[0] and "'abc'" in problems[0]
+    assert audit.data_problems("web-1", {"audit_lynis_min_index": 101}) != []
+    assert audit.data_problems("web-1", {"audit_lynis_min_index": True}) != []
+    assert audit.data_problems("web-1", {"audit_testssl_accepted": {"cert_revocation": " "}}) != []
+    assert audit.data_problems("web-1", {"audit_lynis_min_index": 0, "audit_testssl_accepted": LAB_ACCEPTED,
+                                         "audit_testssl_dns_lookups": False}) == []
+
+
+@pytest.mark.skipif(shutil.which("testssl") is None, reason="testssl.sh is not installed here")
+def test_a_bad_min_index_stops_the_audit_before_any_host_is_reached(tmp_path):
+    """MIN_INDEX=abc through the CLI: exit 2, the field named, and nobody knocks on the host."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0)
+    inventory = tmp_path / "inventory" / "prod.py"
+    inventory.parent.mkdir()
+    reach = f'{{"ssh_hostname": "127.0.0.1", "ssh_port": {listener.getsockname()[1]}}}'
+    inventory.write_text(f'web = [("web-1", {reach}), ("web-2", {reach})]\n')
+    env = {**os.environ, "ASSOTIC_SECRETS_FILE": str(tmp_path / "store.enc.json"),
+           "ASSOTIC_SECRETS_KEY": str(tmp_path / "secrets.key"), "ASSOTIC_CHECK_ONLY": "1"}
+    python = str(Path(sys.executable))
+    subprocess.run([python, "-m", "commands", "secrets", "init"], cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    result = subprocess.run([python, "-m", "commands", "audit", "--inventory", str(inventory),
+                             "--data", "audit_lynis_min_index=abc"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    listener.close()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "web-1.audit_lynis_min_index: a whole number from 0 to 100" in result.stdout
+    assert "no host was audited" in result.stdout
 
 
 def test_audit_is_a_command_of_the_cli():
