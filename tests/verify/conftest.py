@@ -83,9 +83,9 @@ def ssh_socket_dir(config: pytest.Config) -> str:
     return config._assotic_ssh_sockets
 
 
-def testinfra_host(pyinfra_host, socket_dir: str | None = None) -> testinfra.host.Host:
+def testinfra_host(pyinfra_host, socket_dir: str) -> testinfra.host.Host:
     """A testinfra host reaching a pyinfra host the way pyinfra does: same user, key, port
-    and known_hosts file, strict host key checking."""
+    and known_hosts file, strict host key checking; its SSH master socket in `socket_dir`."""
     data = pyinfra_host.data
     user = data.ssh_user or getpass.getuser()
     address = data.ssh_hostname or pyinfra_host.name
@@ -97,11 +97,10 @@ def testinfra_host(pyinfra_host, socket_dir: str | None = None) -> testinfra.hos
     options = {"ssh_extra_args": " ".join(extra_args)}
     if data.ssh_key:
         options["ssh_identity_file"] = os.path.expanduser(data.ssh_key)
-    if socket_dir:
-        # testinfra runs each command over a new `ssh` (key exchange, login, PAM session):
-        # with a ControlPath, they share one master connection per host (ControlPersist 60 s).
-        # One socket per inventory host (testinfra %-formats the command: no %C token here).
-        options["controlpath"] = f"{socket_dir}/{pyinfra_host.name}"
+    # testinfra runs each command over a new `ssh` (key exchange, login, PAM session): with a
+    # ControlPath, they share one master connection per host (ControlPersist 60 s). One socket
+    # per inventory host (testinfra %-formats the command: no %C token here).
+    options["controlpath"] = f"{socket_dir}/{pyinfra_host.name}"
     return testinfra.get_host(
         f"ssh://{user}@{address}:{data.ssh_port or 22}",
         sudo=user != "root",  # sysadmins are in sudoers with NOPASSWD
