@@ -51,8 +51,14 @@ from pathlib import Path
 
 import pytest
 
+from assotic.artifacts import OPT_ROOT
+from assotic.layout import backup_job, backup_unit
 from assotic.runlog import ANSI_ESCAPE, changed_operation_names, changed_operations_per_host
 from lab.harness import LAB_HOSTS
+from roles.backup import LIB_DIR, UNIT_DIR
+from roles.base import NFTABLES_CONF
+from roles.nginx.render import NGINX_DIR, SITES_ENABLED, STAGING_DIR
+from roles.remote_files import RELOAD_STAMPS
 from tests.lab.shell import sh
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +68,11 @@ WEB = "web-1"
 TENANT = "ulap"  # on web-1, with the three apps
 PAHEKO_DOMAIN = f"gestion.{TENANT}.example.org"
 DATABASE = f"nextcloud_{TENANT}"  # its Nextcloud's role and database (the stand-in's too)
-BACKUP_UNIT = f"assotic-backup-{TENANT}-paheko"
+BACKUP_JOB = backup_job(TENANT, "paheko")
+BACKUP_UNIT = backup_unit(BACKUP_JOB)
+# The Paheko vhost as the deploy stages it, then activates it (roles/nginx).
+PAHEKO_VHOST = f"{SITES_ENABLED}/assotic-{PAHEKO_DOMAIN}.conf"
+PAHEKO_VHOST_STAGED = f"{STAGING_DIR}/{PAHEKO_VHOST.removeprefix(NGINX_DIR + '/')}"
 # Bounds: the killed deploy must reach its point; every command ends.
 KILL_DEADLINE_S = 900
 COMMAND_TIMEOUT_S = 1800
@@ -97,12 +107,12 @@ POINTS = [
         damage="printf '%s\\n' '#!/usr/sbin/nft -f' 'table inet filter {'"
                " '  chain input { type filter hook input priority filter; }'"
                " '  chain forward { type filter hook forward priority filter; }'"
-               " '  chain output { type filter hook output priority filter; }' '}' > /etc/nftables.conf\n"
-               "nft delete table inet filter\nnft -f /etc/nftables.conf",
-        operation=operation("Check and install /etc/nftables.conf"),
+               f" '  chain output {{ type filter hook output priority filter; }}' '}}' > {NFTABLES_CONF}\n"
+               f"nft delete table inet filter\nnft -f {NFTABLES_CONF}",
+        operation=operation(f"Check and install {NFTABLES_CONF}"),
         when="succeeded",
         # The assotic ruleset is in the file, not in the kernel.
-        landed="grep -q 'policy drop' /etc/nftables.conf && ! grep -q 'policy drop' <(nft list table inet filter)",
+        landed=f"grep -q 'policy drop' {NFTABLES_CONF} && ! grep -q 'policy drop' <(nft list table inet filter)",
         checks=("test_base.py",),  # the firewall's checks are base's
     ),
     KillPoint(
@@ -120,36 +130,35 @@ POINTS = [
     ),
     KillPoint(
         name="nginx-vhost-staged-not-activated",
-        damage=f"rm -f /etc/nginx/sites-enabled/assotic-{PAHEKO_DOMAIN}.conf\nsystemctl reload nginx",
-        operation=operation(f"Render /etc/nginx/assotic-staging/sites-enabled/assotic-{PAHEKO_DOMAIN}.conf"),
+        damage=f"rm -f {PAHEKO_VHOST}\nsystemctl reload nginx",
+        operation=operation(f"Render {PAHEKO_VHOST_STAGED}"),
         when="succeeded",
-        landed=f"test -f /etc/nginx/assotic-staging/sites-enabled/assotic-{PAHEKO_DOMAIN}.conf"
-               f" && ! test -e /etc/nginx/sites-enabled/assotic-{PAHEKO_DOMAIN}.conf",
+        landed=f"test -f {PAHEKO_VHOST_STAGED} && ! test -e {PAHEKO_VHOST}",
         checks=("test_nginx.py", "test_paheko.py"),  # the vhost is Paheko's: its pages through nginx
     ),
     KillPoint(
         name="release-unpack-started",
         # The code tree of the real Paheko and its marker (the upload stays: checksum-compared).
-        damage="rm -rf /opt/assotic/paheko-* /opt/assotic/.paheko-*.unpacked /opt/assotic/.paheko-*.lock",
+        damage=f"rm -rf {OPT_ROOT}/paheko-* {OPT_ROOT}/.paheko-*.unpacked {OPT_ROOT}/.paheko-*.lock",
         operation=operation("Unpack paheko ", whole=False),
         when="started",
         # Killed deploys leave the remote command running (no tty: sshd sends no SIGHUP), so
         # the unpack may even finish; what must never be is a tree behind a marker, unfinished.
-        landed="for m in /opt/assotic/.paheko-*.unpacked; do [ -e \"$m\" ] || continue;"
-               " d=${m#/opt/assotic/.}; test -d /opt/assotic/${d%.unpacked}/www; done",
+        landed=f"for m in {OPT_ROOT}/.paheko-*.unpacked; do [ -e \"$m\" ] || continue;"
+               f" d=${{m#{OPT_ROOT}/.}}; test -d {OPT_ROOT}/${{d%.unpacked}}/www; done",
         checks=("test_paheko.py",),  # the release tree, its instances initialised, its pages
         needs_release=True,
     ),
     KillPoint(
         name="backup-units-written-not-loaded",
         damage=f"systemctl disable --now {BACKUP_UNIT}.timer\n"
-               f"rm -f /etc/systemd/system/{BACKUP_UNIT}.service /etc/systemd/system/{BACKUP_UNIT}.timer"
-               f" /usr/local/lib/assotic-backup/{TENANT}-paheko.sh\n"
+               f"rm -f {UNIT_DIR}/{BACKUP_UNIT}.service {UNIT_DIR}/{BACKUP_UNIT}.timer"
+               f" {LIB_DIR}/{BACKUP_JOB}.sh\n"
                "systemctl daemon-reload",
-        operation=operation(f"Render /etc/systemd/system/{BACKUP_UNIT}.timer"),
+        operation=operation(f"Render {UNIT_DIR}/{BACKUP_UNIT}.timer"),
         when="succeeded",
         # On disk, newer than the last daemon-reload of the backup units, the timer not enabled.
-        landed=f"test /etc/systemd/system/{BACKUP_UNIT}.timer -nt /var/lib/assotic/reloaded/daemon-reload-backup"
+        landed=f"test {UNIT_DIR}/{BACKUP_UNIT}.timer -nt {RELOAD_STAMPS}/daemon-reload-backup"
                f" && test \"$(systemctl is-enabled {BACKUP_UNIT}.timer)\" = disabled",
         checks=("test_backup.py",),
     ),
@@ -279,7 +288,7 @@ def lab():
 
 @pytest.mark.parametrize("point", POINTS, ids=[p.name for p in POINTS])
 def test_a_deploy_killed_at_this_point_is_repaired_by_the_next_one(lab, point):
-    if point.needs_release and sh(WEB, "ls /opt/assotic/.paheko-*.unpacked", check=False).returncode:
+    if point.needs_release and sh(WEB, f"ls {OPT_ROOT}/.paheko-*.unpacked", check=False).returncode:
         pytest.skip("the lab runs the Paheko stand-in (no release provided, docs/lab.md): "
                     "there is no release to unpack")
     phases, began = {}, time.monotonic()
