@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyinfra.api import deploy
+
 from assotic.mail import MailPlan, MailRoute
 from assotic.templating import template_environment
 
 __all__ = ["DEFAULTS", "MailSettings", "main_cf", "master_cf_block", "password_map_text",
            "sender_transport_text", "admin_map_text", "sender_canonical_text", "mail",
-           "PACKAGES", "MAIN_CF", "PASSWORD_MAP", "QUEUE_SPOOL"]
+           "PACKAGES", "settings_from", "MAIN_CF", "PASSWORD_MAP", "QUEUE_SPOOL"]
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "mail"
 POSTFIX_DIR = "/etc/postfix"
@@ -85,6 +87,17 @@ class MailSettings:
         return RELAY_CA_FILE if self.private_ca else SYSTEM_CA_FILE
 
 
+def settings_from(host_name: str, data: Any, plan: MailPlan) -> MailSettings:
+    """The host's mail settings from its data (DEFAULTS) and its plan's routes."""
+    def knob(name: str) -> Any:
+        value = getattr(data, name, None)
+        return DEFAULTS[name] if value is None else value
+
+    return MailSettings(hostname=getattr(data, "mail_hostname", None) or host_name, plan=plan,
+                        queue_lifetime=knob("mail_queue_lifetime"), host_from=knob("mail_host_from"),
+                        private_ca=bool(knob("mail_relay_ca")))
+
+
 def main_cf(settings: MailSettings) -> str:
     return _environment.get_template("main.cf.j2").render(mail=settings)
 
@@ -128,6 +141,7 @@ def sender_canonical_text(settings: MailSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
+@deploy("Mail: Postfix null client")
 def mail(settings: MailSettings, secrets: Any, relay_ca: str | None = None) -> None:
     """Install Postfix as a null client with this host's routes; reload it when a file changed."""
     from pyinfra import host

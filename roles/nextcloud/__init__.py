@@ -87,10 +87,10 @@ LEGACY_MANAGED_KEYS = ("memcache.locking",)
 DEFAULTS: dict[str, Any] = {
     "nextcloud_phone_region": "FR",
     "nextcloud_maintenance_window_start": 1,  # 01:00-05:00 UTC
-    "nextcloud_mail_smtpmode": "sendmail",
-    "nextcloud_mail_smtphost": None,
+    # The host's Postfix (roles/mail) on loopback: no TLS, no login there; it relays with both.
+    "nextcloud_mail_smtpmode": "smtp",
+    "nextcloud_mail_smtphost": "127.0.0.1",
     "nextcloud_mail_smtpport": 25,
-    "nextcloud_mail_from": "noreply",
     "timezone": "Europe/Paris",
 }
 
@@ -292,8 +292,9 @@ def config_context(tenant: Tenant, release: Artifact, redis_password: str,
         mail_smtpmode=_knob(data, "nextcloud_mail_smtpmode"),
         mail_smtphost=_knob(data, "nextcloud_mail_smtphost"),
         mail_smtpport=int(_knob(data, "nextcloud_mail_smtpport")),
-        mail_from_address=_knob(data, "nextcloud_mail_from"),
-        mail_domain=domain(tenant),
+        # Nextcloud builds its sender from two keys: <mail_from_address>@<mail_domain>.
+        mail_from_address=tenant.mail_from.split("@")[0],
+        mail_domain=tenant.mail_from.split("@")[1],
     )
 
 

@@ -159,13 +159,15 @@ class PahekoContext:
     plugins_root: str
     secret_key: str
     secret_name: str
+    mail_from: str
 
 
 def config_local(tenant: Tenant, secret_key: str, release: Artifact) -> str:
     inst = instance(tenant)
     context = PahekoContext(tenant_name=tenant.name, url=f"https://{domain(tenant)}/",
                             data_root=inst.data_dir, plugins_root=f"{release.install_dir}/data/plugins",
-                            secret_key=secret_key, secret_name=inst.secret("secret_key"))
+                            secret_key=secret_key, secret_name=inst.secret("secret_key"),
+                            mail_from=tenant.mail_from)
     return render("paheko/config.local.php.j2", paheko=context)
 
 

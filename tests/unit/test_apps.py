@@ -181,7 +181,10 @@ def test_nextcloud_config_fragment(tenant, tmp_path):
         "'upgrade.disable-web' => true",
         f"'path' => '{home}/apps', 'url' => '/custom_apps', 'writable' => true",
         "'path' => '/opt/assotic/nextcloud-34.0.4/apps', 'url' => '/apps', 'writable' => false",
-        f"'mail_domain' => '{tenant.apps.nextcloud.domain}'",
+        f"'mail_domain' => '{tenant.apps.nextcloud.domain}'",  # the default sender no-reply@<domain>
+        "'mail_from_address' => 'no-reply'",
+        "'mail_smtpmode' => 'smtp'",
+        "'mail_smtphost' => '127.0.0.1'",
         f"'logfile' => '{home}/log/nextcloud.log'",
     ):
         assert expected in text, expected
@@ -193,9 +196,9 @@ def test_nextcloud_config_fragment(tenant, tmp_path):
 def test_nextcloud_knobs_come_from_host_data():
     t = NEXTCLOUD_TENANTS[0]
     context = nextcloud.config_context(t, NEXTCLOUD, "pw", {"nextcloud_phone_region": "BE",
-                                                            "nextcloud_mail_smtphost": "127.0.0.1"})
+                                                            "nextcloud_mail_smtpport": 2525})
     text = nextcloud.config_fragment(context)
-    assert "'default_phone_region' => 'BE'" in text and "'mail_smtphost' => '127.0.0.1'" in text
+    assert "'default_phone_region' => 'BE'" in text and "'mail_smtpport' => 2525" in text
 
 
 @pytest.mark.parametrize("tenant", NEXTCLOUD_TENANTS, ids=ids(NEXTCLOUD_TENANTS))
@@ -269,6 +272,21 @@ def test_paheko_config_local(tenant, tmp_path, capsys):
     php_lint(tmp_path, "config.local.php", text)
     # Rendering prints nothing: the secret only goes into the file.
     assert "SECRET[" not in capsys.readouterr().out + capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli is not installed here")
+def test_paheko_sends_through_the_hosts_postfix_from_the_associations_sender(tmp_path):
+    """PHP itself reads the rendered constants: Emails.php sends over SMTP when SMTP_HOST is set,
+    and resolves SMTP_SECURITY as a \\KD2\\SMTP constant ('NONE' -> NONE, no TLS on loopback)."""
+    tenant = PAHEKO_TENANTS[0]
+    config = tmp_path / "config.local.php"
+    config.write_text(paheko.config_local(tenant, "key", PAHEKO))
+    probe = ("include $argv[1]; echo json_encode([\\Paheko\\SMTP_HOST, \\Paheko\\SMTP_PORT, "
+             "\\Paheko\\SMTP_SECURITY, \\Paheko\\SMTP_USER, \\Paheko\\MAIL_SENDER, "
+             "\\Paheko\\MAIL_RETURN_PATH]);")
+    out = subprocess.run(["php", "-r", probe, str(config)], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == ["127.0.0.1", 25, "NONE", None, tenant.mail_from, tenant.mail_from]
+    assert tenant.mail_from == f"no-reply@{tenant.domains()[0][1]}"  # the default: no mail section
 
 
 def test_php_literals_cannot_break_out_of_their_string():
