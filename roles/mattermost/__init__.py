@@ -141,7 +141,8 @@ def _knob(data: Any, name: str) -> Any:
     return DEFAULTS[name] if value is None else value
 
 
-def environment(inst: MattermostInstance, db_password: str, data: Any = None) -> list[tuple[str, str]]:
+def environment(inst: MattermostInstance, db_password: str, data: Any = None,
+                sender: tuple[str, str | None] | None = None) -> list[tuple[str, str]]:
     """The MM_* variables of the instance's environment file, in a stable order.
 
     Every path Mattermost writes is under the instance's home: the release tree is shared
@@ -173,6 +174,7 @@ def environment(inst: MattermostInstance, db_password: str, data: Any = None) ->
         ("MM_NOTIFICATIONLOGSETTINGS_FILELOCATION", home.log_dir),
         ("MM_TEAMSETTINGS_MAXUSERSPERTEAM", str(max_users)),
         ("MM_TEAMSETTINGS_ENABLEOPENSERVER", "true" if open_server else "false"),
+        *mail_variables(*(sender or inst.mail_sender([]))),
         ("ASSOTIC_MATTERMOST_INSTANCE", inst.name),
     ]
     for name, value in variables:
@@ -181,8 +183,26 @@ def environment(inst: MattermostInstance, db_password: str, data: Any = None) ->
     return variables
 
 
-def env_file(inst: MattermostInstance, db_password: str, data: Any = None) -> str:
-    context = {"name": inst.name, "user": inst.user, "variables": environment(inst, db_password, data)}
+def mail_variables(mail_from: str, reply_to: str | None) -> list[tuple[str, str]]:
+    """EmailSettings: notifications and password resets through the host's Postfix on
+    loopback (roles/mail), which relays them with TLS and a login; nothing of either here.
+    Upstream's default server is localhost:10025 (model/config.go EmailSMTPDefaultPort),
+    where nothing listens."""
+    return [
+        ("MM_EMAILSETTINGS_SENDEMAILNOTIFICATIONS", "true"),
+        ("MM_EMAILSETTINGS_SMTPSERVER", "127.0.0.1"),
+        ("MM_EMAILSETTINGS_SMTPPORT", "25"),
+        ("MM_EMAILSETTINGS_CONNECTIONSECURITY", ""),
+        ("MM_EMAILSETTINGS_ENABLESMTPAUTH", "false"),
+        ("MM_EMAILSETTINGS_FEEDBACKEMAIL", mail_from),
+        ("MM_EMAILSETTINGS_REPLYTOADDRESS", reply_to or ""),
+    ]
+
+
+def env_file(inst: MattermostInstance, db_password: str, data: Any = None,
+             sender: tuple[str, str | None] | None = None) -> str:
+    context = {"name": inst.name, "user": inst.user,
+               "variables": environment(inst, db_password, data, sender)}
     return render("mattermost/instance.env.j2", env=context)
 
 
@@ -316,9 +336,10 @@ def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
             # Their password is random and known to nobody: they choose theirs from the
             # reset link Mattermost e-mails them (needs the instance's SMTP settings).
             reset = json.dumps({"email": step.email})
+            # Mattermost answers once the host's Postfix has the mail (roles/mail, installed
+            # before the apps): a failure here is a real one, and stops the deploy.
             commands.append(f"{api} -X POST -H 'Content-Type: application/json' "
-                            f"--data {shlex.quote(reset)} {base}/users/password/reset/send >/dev/null "
-                            "|| echo 'assotic: could not send the password reset e-mail (SMTP?)'")
+                            f"--data {shlex.quote(reset)} {base}/users/password/reset/send >/dev/null")
         return commands
     if step.kind == "add_member":
         # mmctl exits 0 even when the server refuses the member (team_users.go prints the error
@@ -359,7 +380,7 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
 
     changed = _install_code(inst, release, local_release_path)
     _create_data_folders(inst)
-    changed += _install_configuration(inst, release, secrets)
+    changed += _install_configuration(inst, release, secrets, inst.mail_sender(list(tenants)))
     _restart_and_enable(inst, changed)
 
     if release is None:
@@ -420,7 +441,8 @@ def _create_data_folders(inst: MattermostInstance) -> None:
                         user=inst.user, group=inst.user, mode="0750", present=True)
 
 
-def _install_configuration(inst: MattermostInstance, release: Artifact | None, secrets: Any) -> list:
+def _install_configuration(inst: MattermostInstance, release: Artifact | None, secrets: Any,
+                           sender: tuple[str, str | None]) -> list:
     """What the unit reads: the instance's environment file, the host's one unit template and
     the instance's release drop-in. Returns the operations that changed them (the restart's)."""
     from pyinfra import host
@@ -432,7 +454,7 @@ def _install_configuration(inst: MattermostInstance, release: Artifact | None, s
                     mode="0755", present=True)
     # Credentials inside: root writes it, the instance's group (its user only) reads it.
     changed = [put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
-                                                 host.data), mode="0640", user="root",
+                                                 host.data, sender), mode="0640", user="root",
                         group=inst.user)]
     # One template for every instance of the host, rendered with the first one; each instance's
     # restart follows its change (the later ones' stamps were read before it was written).

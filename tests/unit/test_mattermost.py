@@ -222,6 +222,29 @@ def test_env_file_holds_every_setting_and_keeps_paths_in_the_home():
             mattermost.environment(model.MattermostInstance("x'y", "web-1", "a.example.org", 1, (), True), "p")
 
 
+def test_mail_goes_to_the_hosts_postfix_as_the_association_or_as_the_shared_instance():
+    own = tenant("amap", host="web-1", domain="chat.amap.example.org")
+    shared = tenant("velo", instance="chat")
+    instances, problems = built(tenants=[("amap.yml", own), ("velo.yml", shared)])
+    assert problems == []
+    by_name = {i.name: i for i in instances}
+
+    def mail_lines(inst):
+        text = mattermost.env_file(inst, "pw", {}, inst.mail_sender([own, shared]))
+        return {k: v for k, v in (line.split("=", 1) for line in text.splitlines()
+                                  if line.startswith("MM_EMAILSETTINGS_"))}
+
+    amap = mail_lines(by_name["amap"])
+    assert amap["MM_EMAILSETTINGS_SMTPSERVER"] == "127.0.0.1" and amap["MM_EMAILSETTINGS_SMTPPORT"] == "25"
+    assert amap["MM_EMAILSETTINGS_SENDEMAILNOTIFICATIONS"] == "true"
+    assert amap["MM_EMAILSETTINGS_ENABLESMTPAUTH"] == "false"
+    assert amap["MM_EMAILSETTINGS_FEEDBACKEMAIL"] == "no-reply@chat.amap.example.org"
+    assert amap["MM_EMAILSETTINGS_REPLYTOADDRESS"] == "x@amap.example.org"
+    chat = mail_lines(by_name["chat"])
+    assert chat["MM_EMAILSETTINGS_FEEDBACKEMAIL"] == "no-reply@chat.example.org"
+    assert chat["MM_EMAILSETTINGS_REPLYTOADDRESS"] == ""
+
+
 def test_unit_runs_as_the_instances_user_with_its_env_file():
     unit = mattermost.unit_template()
     for line in ("Type=notify", "User=mattermost_%i", "Group=mattermost_%i",
