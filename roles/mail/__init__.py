@@ -24,7 +24,7 @@ from assotic.templating import template_environment
 
 __all__ = ["DEFAULTS", "MailSettings", "main_cf", "master_cf_block", "password_map_text",
            "sender_transport_text", "admin_map_text", "sender_canonical_text", "mail",
-           "PACKAGES", "settings_from", "MAIN_CF", "PASSWORD_MAP", "QUEUE_SPOOL"]
+           "PACKAGES", "settings_from", "stuck_mail", "MAIN_CF", "PASSWORD_MAP", "QUEUE_SPOOL"]
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "mail"
 POSTFIX_DIR = "/etc/postfix"
@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "mail_host_from": None,  # the sender of the hosts' own mail; default: mail_admin
     "mail_queue_lifetime": "5d",  # how long a mail is retried before it bounces
     "mail_relay_ca": None,  # PEM of a private CA the relay's certificate is signed by (the lab)
+    "mail_max_wait_minutes": 60,  # `make verify` names every mail waiting longer than this
 }
 
 _environment = template_environment(TEMPLATES_DIR)
@@ -96,6 +97,32 @@ def settings_from(host_name: str, data: Any, plan: MailPlan) -> MailSettings:
     return MailSettings(hostname=getattr(data, "mail_hostname", None) or host_name, plan=plan,
                         queue_lifetime=knob("mail_queue_lifetime"), host_from=knob("mail_host_from"),
                         private_ca=bool(knob("mail_relay_ca")))
+
+
+# Reasons a relay gives that no retry cures: a wrong login or password, a sender it refuses.
+LASTING_FAILURES = ("SASL authentication failed", "authentication failed", "Authentication failed",
+                    "Sender address rejected", "certificate verification failed")
+
+
+def stuck_mail(queue_json: str, now: float, max_age_s: int) -> list[str]:
+    """The mails of `postqueue -j` that need a sysadmin: waiting longer than `max_age_s`, or
+    deferred for a reason no retry cures (a bad relay password). One line each: queue id,
+    sender, recipient, age and the relay's own words."""
+    import json
+
+    found = []
+    for line in queue_json.splitlines():
+        if not line.strip():
+            continue
+        mail = json.loads(line)
+        age = int(now - mail.get("arrival_time", now))
+        for recipient in mail.get("recipients") or [{}]:
+            reason = recipient.get("delay_reason", "")
+            if age > max_age_s or any(words in reason for words in LASTING_FAILURES):
+                found.append(f"{mail.get('queue_id')} from {mail.get('sender') or '<>'} to "
+                             f"{recipient.get('address', '?')}, waiting {age // 60} min: "
+                             f"{reason or 'not tried yet'}")
+    return found
 
 
 def main_cf(settings: MailSettings) -> str:

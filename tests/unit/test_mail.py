@@ -153,3 +153,26 @@ def test_postmap_finds_each_senders_login_and_the_host_mail_rewrites(tmp_path):
     assert query("no-reply@cloud.zerodechet.example.org", "transport") == ""
     assert query("@web-1.hosting.example.net", "admin") == "hosting@example.net"
     assert query("@web-1.hosting.example.net", "canonical") == "hosting@example.net"
+
+
+def test_verify_names_old_mail_and_mail_the_relay_refused_for_good():
+    from roles.mail import stuck_mail
+
+    now = 1_800_000_000
+    queue = "\n".join([
+        '{"queue_name": "deferred", "queue_id": "4AB12", "arrival_time": %d, "sender": '
+        '"no-reply@cloud.ulap.example.org", "recipients": [{"address": "a@b.org", "delay_reason": '
+        '"SASL authentication failed; server relay[10.0.0.5] said: 535 5.7.8 Error: authentication failed"}]}' % (now - 30),
+        '{"queue_name": "deferred", "queue_id": "5CD34", "arrival_time": %d, "sender": "root@web-1", '
+        '"recipients": [{"address": "equipe@x.org", "delay_reason": "connect to relay[10.0.0.5]:587: '
+        'Connection refused"}]}' % (now - 120),
+        '{"queue_name": "deferred", "queue_id": "6EF56", "arrival_time": %d, "sender": "root@web-1", '
+        '"recipients": [{"address": "equipe@x.org", "delay_reason": "connect to relay: Connection refused"}]}'
+        % (now - 7200),
+    ])
+    found = stuck_mail(queue, now, max_age_s=3600)
+    assert len(found) == 2  # a two-minute outage is only a delay
+    assert found[0].startswith("4AB12 from no-reply@cloud.ulap.example.org to a@b.org")
+    assert "535 5.7.8" in found[0]
+    assert found[1].startswith("6EF56") and "waiting 120 min" in found[1]
+    assert stuck_mail("", now, 3600) == []
