@@ -3,6 +3,7 @@ and no mail stuck in its queue. Expected values come from the host's plan and da
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import pytest
@@ -43,7 +44,7 @@ def test_each_sender_finds_its_relay_login(host, settings):
     """Postfix's own lookup in the map it reads (postmap -q), never printing the password."""
     for route in settings.plan.routes:
         key = route.sender or f"[{route.relay.host}]:{route.relay.port}"
-        found = host.run(f"postmap -q {key!r} hash:{mail.PASSWORD_MAP} | cut -d: -f1")
+        found = host.run(f"postmap -q {shlex.quote(key)} hash:{mail.PASSWORD_MAP} | cut -d: -f1")
         assert found.stdout.strip() == route.relay.login, key
 
 
