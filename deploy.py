@@ -57,7 +57,7 @@ if "bbb" in host.groups:
 plan = plan_host(host.name, host.data, host.groups, str(host.get_fact(LinuxDistribution)["major"]))
 
 base.base(firewall_openings=list(plan.firewall_openings), update_report_mail_to=plan.mail.admin)
-mail.mail(mail.settings_from(host.name, host.data, plan.mail), plan.secrets, host.data.mail_relay_ca)
+mail.mail(mail.settings_from(host.name, host.data, plan.mail), plan.secrets)
 
 if "backup" in host.groups:
     backup_target.backup_target(plan.secrets)

@@ -76,7 +76,7 @@ class MailSettings:
     plan: MailPlan
     queue_lifetime: str = DEFAULTS["mail_queue_lifetime"]
     host_from: str | None = None
-    private_ca: bool = False
+    relay_ca: str | None = None  # PEM of a private CA (the lab's relay); None: the system's CAs
     implicit_transport: str = IMPLICIT_TRANSPORT
     password_map: str = PASSWORD_MAP
     sender_transport_map: str = SENDER_TRANSPORT_MAP
@@ -85,7 +85,7 @@ class MailSettings:
 
     @property
     def ca_file(self) -> str:
-        return RELAY_CA_FILE if self.private_ca else SYSTEM_CA_FILE
+        return RELAY_CA_FILE if self.relay_ca else SYSTEM_CA_FILE
 
 
 def settings_from(host_name: str, data: Any, plan: MailPlan) -> MailSettings:
@@ -96,7 +96,7 @@ def settings_from(host_name: str, data: Any, plan: MailPlan) -> MailSettings:
 
     return MailSettings(hostname=getattr(data, "mail_hostname", None) or host_name, plan=plan,
                         queue_lifetime=knob("mail_queue_lifetime"), host_from=knob("mail_host_from"),
-                        private_ca=bool(knob("mail_relay_ca")))
+                        relay_ca=knob("mail_relay_ca"))
 
 
 # Reasons a relay gives that no retry cures: a wrong login or password, a sender it refuses.
@@ -169,7 +169,7 @@ def sender_canonical_text(settings: MailSettings) -> str:
 
 
 @deploy("Mail: Postfix null client")
-def mail(settings: MailSettings, secrets: Any, relay_ca: str | None = None) -> None:
+def mail(settings: MailSettings, secrets: Any) -> None:
     """Install Postfix as a null client with this host's routes; reload it when a file changed."""
     from pyinfra import host
     from pyinfra.facts.deb import DebPackages
@@ -190,8 +190,8 @@ def mail(settings: MailSettings, secrets: Any, relay_ca: str | None = None) -> N
     changed.append(files.block(name=f"Declare {IMPLICIT_TRANSPORT} in {MASTER_CF}", path=MASTER_CF,
                                content=master_cf_block(settings).rstrip("\n"),
                                marker="# {mark} assotic (roles/mail)"))
-    if relay_ca:
-        changed.append(put_text(RELAY_CA_FILE, relay_ca))
+    if settings.relay_ca:
+        changed.append(put_text(RELAY_CA_FILE, settings.relay_ca))
     maps_changed = [
         put_text(PASSWORD_MAP, password_map_text(settings.plan, secrets.get), mode="0600"),
         put_text(SENDER_TRANSPORT_MAP, sender_transport_text(settings.plan)),
