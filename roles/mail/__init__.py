@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyinfra.api import deploy
+from pyinfra.api import FactBase, deploy
 
 from assotic.mail import MailPlan, MailRoute
 from assotic.templating import template_environment
 
-__all__ = ["DEFAULTS", "MailSettings", "main_cf", "master_cf_block", "password_map_text",
+__all__ = ["DEFAULTS", "MailSettings", "main_cf", "password_map_text",
            "sender_transport_text", "admin_map_text", "sender_canonical_text", "mail",
+           "implicit_service_line", "implicit_service_commands",
            "PACKAGES", "settings_from", "stuck_mail", "MAIN_CF", "PASSWORD_MAP", "QUEUE_SPOOL"]
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "mail"
@@ -129,8 +130,32 @@ def main_cf(settings: MailSettings) -> str:
     return _environment.get_template("main.cf.j2").render(mail=settings)
 
 
-def master_cf_block(settings: MailSettings) -> str:
-    return _environment.get_template("master.cf.block.j2").render(mail=settings)
+# The master.cf service for port 465 relays, written with Postfix's own editor (postconf -M/-P),
+# so Debian's master.cf stays Debian's. Fields: type private unpriv chroot wakeup maxproc command.
+IMPLICIT_SERVICE = f"{IMPLICIT_TRANSPORT} unix - - y - - smtp"
+IMPLICIT_SERVICE_OPTIONS = ("smtp_tls_wrappermode=yes",)
+
+
+def implicit_service_line() -> str:
+    """The entry as `postconf -Mf` prints it, whitespace-normalised: what the fact compares."""
+    return " ".join([*IMPLICIT_SERVICE.split(), *(f"-o {o}" for o in IMPLICIT_SERVICE_OPTIONS)])
+
+
+def implicit_service_commands(config_dir: str | None = None) -> list[str]:
+    """Replace the service as a whole: remove any old entry, add it, then its options."""
+    service, postconf = f"{IMPLICIT_TRANSPORT}/unix", "postconf" + (f" -c {config_dir}" if config_dir else "")
+    return [f"{postconf} -MX {service}", f"{postconf} -M {service}='{IMPLICIT_SERVICE}'",
+            *(f"{postconf} -P {service}/{option}" for option in IMPLICIT_SERVICE_OPTIONS)]
+
+
+class PostfixServiceEntry(FactBase):
+    """A master.cf service as `postconf -Mf` prints it, whitespace-normalised ('' when absent)."""
+
+    def command(self, service: str) -> str:
+        return f"postconf -Mf {service} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str:
+        return " ".join(" ".join(output).split())
 
 
 def password_map_text(plan: MailPlan, password_of) -> str:
@@ -173,7 +198,7 @@ def mail(settings: MailSettings, secrets: Any) -> None:
     """Install Postfix as a null client with this host's routes; reload it when a file changed."""
     from pyinfra import host
     from pyinfra.facts.deb import DebPackages
-    from pyinfra.operations import apt, files, server
+    from pyinfra.operations import apt, server
 
     from roles.prepared import enable_and_start
     from roles.remote_files import put_text, reload_after
@@ -187,9 +212,9 @@ def mail(settings: MailSettings, secrets: Any) -> None:
     apt.packages(name="Install Postfix (null client)", packages=PACKAGES, no_recommends=True)
 
     changed = [put_text(MAIN_CF, main_cf(settings))]
-    changed.append(files.block(name=f"Declare {IMPLICIT_TRANSPORT} in {MASTER_CF}", path=MASTER_CF,
-                               content=master_cf_block(settings).rstrip("\n"),
-                               marker="# {mark} assotic (roles/mail)"))
+    if host.get_fact(PostfixServiceEntry, service=f"{IMPLICIT_TRANSPORT}/unix") != implicit_service_line():
+        changed.append(server.shell(name=f"Declare the {IMPLICIT_TRANSPORT} service in {MASTER_CF} (postconf -M)",
+                                    commands=[" && ".join(implicit_service_commands())]))
     if settings.relay_ca:
         changed.append(put_text(RELAY_CA_FILE, settings.relay_ca))
     maps_changed = [

@@ -16,7 +16,8 @@ from roles.mail import (
     MailSettings,
     admin_map_text,
     main_cf,
-    master_cf_block,
+    implicit_service_commands,
+    implicit_service_line,
     password_map_text,
     sender_canonical_text,
     sender_transport_text,
@@ -94,8 +95,6 @@ def test_the_password_map_keys_an_associations_relay_by_its_sender_and_the_platf
 def test_an_associations_relay_with_implicit_tls_takes_the_smtps_transport():
     assert sender_transport_text(settings().plan).splitlines()[1:] == [
         "no-reply@cloud.ulap.example.org assotic-smtps:[mail.provider.example]:465"]
-    assert "assotic-smtps unix" in master_cf_block(settings())
-    assert "smtp_tls_wrappermode=yes" in master_cf_block(settings())
 
 
 def test_without_a_platform_relay_mail_is_kept_in_the_queue():
@@ -109,8 +108,9 @@ def test_postfix_reads_every_parameter_of_the_rendered_main_cf(tmp_path):
     """postconf warns about every parameter name it does not know: a typo is caught here."""
     (tmp_path / "main.cf").write_text(main_cf(settings()))
     # Debian's master.cf with the block the deploy adds (files.block).
-    debian_master = Path("/etc/postfix/master.cf").read_text()
-    (tmp_path / "master.cf").write_text(debian_master + master_cf_block(settings()))
+    shutil.copy("/etc/postfix/master.cf", tmp_path / "master.cf")
+    for command in implicit_service_commands(str(tmp_path)):
+        subprocess.run(command, shell=True, check=True)
     result = subprocess.run(["postconf", "-c", str(tmp_path), "-n"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr, result.stderr
@@ -123,6 +123,20 @@ def test_postfix_reads_every_parameter_of_the_rendered_main_cf(tmp_path):
     services = subprocess.run(["postconf", "-c", str(tmp_path), "-M", "assotic-smtps/unix"],
                               capture_output=True, text=True).stdout
     assert "smtp_tls_wrappermode=yes" in services
+
+
+@needs_postfix
+def test_the_smtps_service_is_written_once_whatever_the_number_of_deploys(tmp_path):
+    """postconf -M edits Debian's master.cf: run twice, one entry, as the deploy's fact reads it."""
+    shutil.copy("/etc/postfix/master.cf", tmp_path / "master.cf")
+    (tmp_path / "main.cf").write_text(main_cf(settings()))
+    for _ in range(2):
+        for command in implicit_service_commands(str(tmp_path)):
+            subprocess.run(command, shell=True, check=True)
+    shown = subprocess.run(["postconf", "-c", str(tmp_path), "-Mf", "assotic-smtps/unix"],
+                           capture_output=True, text=True, check=True).stdout
+    assert " ".join(shown.split()) == implicit_service_line()
+    assert (tmp_path / "master.cf").read_text().count("assotic-smtps") == 1
 
 
 @needs_postfix
