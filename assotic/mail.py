@@ -45,7 +45,7 @@ def relay_problems(label: str, field: str, value: Any) -> list[Problem]:
 
 def _expected(error: dict) -> str:
     if error["type"] == "extra_forbidden":
-        return "no such key (the keys are host, port, tls and login; the password is in the " \
+        return "no such key (the keys are host, port, tls, login and spf; the password is in the " \
                f"secrets store as {MAIL_RELAY_SECRET})"
     message = error["msg"].removeprefix("Value error, ")
     return f"{message}; got {error['input']!r}" if "got " not in message else message

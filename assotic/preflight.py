@@ -148,6 +148,9 @@ def host_data_problems(label: str, host_name: str, data: dict[str, Any]) -> list
             bad("ssh_key", f"the path of an existing private key file{hint}")
     if "sysadmins" in data:
         problems += sysadmin_problems(label, f"{host_name}.sysadmins", data["sysadmins"])
+    for key, version in (("public_ipv4", 4), ("public_ipv6", 6)):  # make dns: A and AAAA records
+        if key in data and data[key] is not None and not _is_ip(str(data[key]), version):
+            bad(key, f"a public IPv{version} address of the host, or None")
     return problems
 
 
@@ -177,12 +180,13 @@ def sysadmin_problems(label: str, field_name: str, sysadmins: Any) -> list[Probl
     return problems
 
 
-def _is_ip(text: str) -> bool:
+def _is_ip(text: str, version: int | None = None) -> bool:
+    """An IP address (of this version, when given)."""
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return False
-    return True
+    return version is None or address.version == version
 
 
 # --- Tenants against the inventory -------------------------------------------------------------

@@ -199,6 +199,9 @@ class MailRelay(_Strict):
     tls: Literal["starttls", "implicit"] = Field("starttls", description="starttls or implicit")
     login: str = Field(min_length=1, max_length=200, pattern=r"^[^\s:]+$",
                        description="SASL login (often the sending address)")
+    spf: str | None = Field(None, max_length=200, pattern=r"^(include:|ip4:|ip6:|a:|mx:|a$|mx$)[^\s\"]*$",
+                            description="The SPF mechanism of the relay's sending servers, from its "
+                            "provider, e.g. include:spf.example.net (make dns)")
 
 
 class Mail(_Strict):
