@@ -23,7 +23,8 @@ from typing import Any
 
 from assotic.templating import template_environment
 
-from assotic.layout import (BACKUP_STAGING_DIR, BACKUP_STATE_DIR, BACKUP_STATUS_DIR, HOST_BACKUP_JOB, backup_job,
+from assotic.layout import (BACKUP_STAGING_DIR, BACKUP_STATE_DIR, BACKUP_STATUS_DIR, HOST_BACKUP_JOB,
+                            LOCAL_SMTP_HOST, LOCAL_SMTP_PORT, backup_job,
                             backup_unit, host_secret)
 from assotic.needs import BackupSpec
 from assotic.tenants import Retention
@@ -127,7 +128,7 @@ class BackupContext:
     lib_path: str = LIB_PATH
     ssh_alias: str = SSH_ALIAS
     lock_file: str = LOCK_FILE
-    smtp_url: str = "smtp://127.0.0.1:25"  # the host's Postfix (roles/mail)
+    smtp_url: str = f"smtp://{LOCAL_SMTP_HOST}:{LOCAL_SMTP_PORT}"  # the host's Postfix (roles/mail)
 
     @property
     def writable_paths(self) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assotic.artifacts import Artifact
+from assotic.layout import LOCAL_SMTP_HOST, LOCAL_SMTP_PORT
 from assotic.needs import AppInstance, BackupSpec, Database, HostNeeds, Vhost, as_instance_user
 from assotic.tenants import Tenant
 from roles.standin import STANDIN_ROOT
@@ -190,8 +191,8 @@ def mail_variables(mail_from: str, reply_to: str | None) -> list[tuple[str, str]
     where nothing listens."""
     return [
         ("MM_EMAILSETTINGS_SENDEMAILNOTIFICATIONS", "true"),
-        ("MM_EMAILSETTINGS_SMTPSERVER", "127.0.0.1"),
-        ("MM_EMAILSETTINGS_SMTPPORT", "25"),
+        ("MM_EMAILSETTINGS_SMTPSERVER", LOCAL_SMTP_HOST),
+        ("MM_EMAILSETTINGS_SMTPPORT", str(LOCAL_SMTP_PORT)),
         ("MM_EMAILSETTINGS_CONNECTIONSECURITY", ""),
         ("MM_EMAILSETTINGS_ENABLESMTPAUTH", "false"),
         ("MM_EMAILSETTINGS_FEEDBACKEMAIL", mail_from),

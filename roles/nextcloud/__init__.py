@@ -28,6 +28,7 @@ from io import StringIO
 from typing import Any
 
 from assotic.artifacts import OPT_ROOT, Artifact
+from assotic.layout import LOCAL_SMTP_HOST, LOCAL_SMTP_PORT
 from assotic.needs import (AppInstance, BackupSpec, Database, HostNeeds, PhpPool, RedisInstance, StaticAlias,
                            Timer, Vhost, as_instance_user)
 from assotic.tenants import Tenant, quota_bytes
@@ -89,8 +90,8 @@ DEFAULTS: dict[str, Any] = {
     "nextcloud_maintenance_window_start": 1,  # 01:00-05:00 UTC
     # The host's Postfix (roles/mail) on loopback: no TLS, no login there; it relays with both.
     "nextcloud_mail_smtpmode": "smtp",
-    "nextcloud_mail_smtphost": "127.0.0.1",
-    "nextcloud_mail_smtpport": 25,
+    "nextcloud_mail_smtphost": LOCAL_SMTP_HOST,
+    "nextcloud_mail_smtpport": LOCAL_SMTP_PORT,
     "timezone": "Europe/Paris",
 }
 
@@ -416,7 +417,7 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
     inst = instance(tenant)
     _assets_folders(inst)
     if release is None:
-        _standin(inst, secrets)
+        _standin(inst, secrets, tenant)
         return
     unpacked = install_release(release, local_release_path)
     fragment = _config_files(tenant, release, secrets)
@@ -445,13 +446,14 @@ def _assets_folders(inst: AppInstance) -> None:
                     group=inst.user, mode="0755", present=True)
 
 
-def _standin(inst: AppInstance, secrets: Any) -> None:
+def _standin(inst: AppInstance, secrets: Any, tenant: Tenant) -> None:
     standin_role.standin(inst, standin_role.standin_config(
         inst,
         database={"driver": "pgsql", "host": DB_HOST, "port": DB_PORT, "name": inst.user,
                   "user": inst.user, "password": secrets.get(inst.secret("db_password"))},
         redis={"socket": RedisInstance(inst, "").socket, "user": RedisInstance(inst, "").acl_user,
                "password": secrets.get(inst.secret("redis_password"))},
+        mail=standin_role.standin_mail(tenant),
     ))
 
 

@@ -309,12 +309,35 @@ def test_paheko_init_runs_as_the_user_with_a_password_file(tenant):
 
 def test_standin_code_says_what_it_is(tmp_path):
     code = standin.code_files()
-    assert set(code) == {"index.php", "cron.php"}
+    assert set(code) == {"index.php", "cron.php", "mail.php"}
     for name, text in code.items():
         assert "NOT the real application" in text
         php_lint(tmp_path, name, text)
     assert "'standin' => true" in code["index.php"]
     assert "the real release was not provided" in code["index.php"]
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli is not installed here")
+def test_the_standin_sends_one_mail_over_smtp_from_the_associations_sender(tmp_path):
+    """mail.php as the lab runs it, against a loopback SMTP listener: the envelope and the
+    headers carry the association's sender, the server's answer is printed."""
+    from test_backup import smtp_listener
+
+    port, thread, received = smtp_listener()
+    (tmp_path / "mail.php").write_text(standin.code_files()["mail.php"])
+    config = tmp_path / "standin.json"
+    config.write_text(json.dumps({"app": "paheko", "tenant": "ulap", "mail": {
+        "host": "127.0.0.1", "port": port, "from": "no-reply@gestion.ulap.example.org",
+        "reply_to": "bureau@ulap.example.org"}}))
+    result = subprocess.run(["php", str(tmp_path / "mail.php"), str(config), "test@lab.example.org"],
+                            capture_output=True, text=True, timeout=60)
+    thread.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("250")
+    assert received["from"] == "<no-reply@gestion.ulap.example.org>"
+    assert received["to"] == "<test@lab.example.org>"
+    assert "Reply-To: bureau@ulap.example.org" in received["body"]
+    assert "Subject: assotic stand-in test mail: paheko of ulap" in received["body"]
 
 
 @pytest.mark.parametrize("app, tenant, needs", list(all_needs()))
