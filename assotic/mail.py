@@ -56,6 +56,16 @@ def parse_relay(value: Any) -> MailRelay | None:
     return None if value is None else MailRelay.model_validate(value)
 
 
+# Postfix's smtp_host_lookup values (postconf(5)): data mail_relay_lookup (roles/mail).
+RELAY_LOOKUPS = ("dns", "native", "dns, native", "native, dns")
+
+
+def relay_lookup_problems(label: str, field: str, value: Any) -> list[Problem]:
+    if value is None or value in RELAY_LOOKUPS:
+        return []
+    return [Problem(label, field, f"one of {', '.join(map(repr, RELAY_LOOKUPS))}; got {value!r}")]
+
+
 def admin_address_problems(label: str, field: str, value: Any) -> list[Problem]:
     """mail_admin: where the hosts' own mail (root's: update reports, cron) goes."""
     if value is None or (isinstance(value, str) and EMAIL_PATTERN.fullmatch(value)):

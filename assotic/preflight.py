@@ -19,7 +19,8 @@ from typing import Any
 from assotic import sip
 from assotic.layout import (BACKED_UP_GROUPS, HOST_SECRETS, TURN_SECRET, bbb_api_secret, host_secret,
                             mattermost_secret, tenant_secret)
-from assotic.mail import admin_address_problems, mail_plan, mail_secret_problems, parse_relay, relay_problems
+from assotic.mail import (admin_address_problems, mail_plan, mail_secret_problems, parse_relay,
+                          relay_lookup_problems, relay_problems)
 from assotic.report import InputError, Problem, exit_with
 from assotic.tenants import APP_GROUPS, HOST_PATTERN, SLUG_PATTERN, Tenant, load_tenants
 
@@ -319,6 +320,9 @@ def mail_data_problems(view: InventoryView, mail_relay: Any, mail_admin: Any) ->
     problems += admin_address_problems(GROUP_DATA_LABEL, "mail_admin", mail_admin)
     for name, data in view.hosts.items():
         problems += relay_problems(view.label, f"{name}.mail_relay", data.get("mail_relay"))
+        problems += admin_address_problems(view.label, f"{name}.mail_admin", data.get("mail_admin"))
+        problems += relay_lookup_problems(view.label, f"{name}.mail_relay_lookup",
+                                          data.get("mail_relay_lookup"))
     return problems
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pyinfra.api import FactBase, deploy
 
-from assotic.mail import MailPlan, MailRoute
+from assotic.mail import RELAY_LOOKUPS, MailPlan, MailRoute
 from assotic.templating import template_environment
 
 __all__ = ["DEFAULTS", "MailSettings", "main_cf", "password_map_text",
@@ -52,7 +52,12 @@ DEFAULTS: dict[str, Any] = {
     "mail_queue_lifetime": "5d",  # how long a mail is retried before it bounces
     "mail_relay_ca": None,  # PEM of a private CA the relay's certificate is signed by (the lab)
     "mail_max_wait_minutes": 60,  # `make verify` names every mail waiting longer than this
+    # How Postfix finds the relay's address (postconf(5) smtp_host_lookup): "dns", Postfix's
+    # default; "native" (the system's resolver, /etc/hosts first) for a relay named only there,
+    # as the lab's is.
+    "mail_relay_lookup": "dns",
 }
+
 
 _environment = template_environment(TEMPLATES_DIR)
 
@@ -78,6 +83,7 @@ class MailSettings:
     queue_lifetime: str = DEFAULTS["mail_queue_lifetime"]
     host_from: str | None = None
     relay_ca: str | None = None  # PEM of a private CA (the lab's relay); None: the system's CAs
+    relay_lookup: str = DEFAULTS["mail_relay_lookup"]
     implicit_transport: str = IMPLICIT_TRANSPORT
     password_map: str = PASSWORD_MAP
     sender_transport_map: str = SENDER_TRANSPORT_MAP
@@ -97,7 +103,14 @@ def settings_from(host_name: str, data: Any, plan: MailPlan) -> MailSettings:
 
     return MailSettings(hostname=getattr(data, "mail_hostname", None) or host_name, plan=plan,
                         queue_lifetime=knob("mail_queue_lifetime"), host_from=knob("mail_host_from"),
-                        relay_ca=knob("mail_relay_ca"))
+                        relay_ca=knob("mail_relay_ca"), relay_lookup=_lookup(knob("mail_relay_lookup")))
+
+
+def _lookup(value: Any) -> str:
+    if value not in RELAY_LOOKUPS:
+        raise ValueError(f"data mail_relay_lookup: expected one of {', '.join(map(repr, RELAY_LOOKUPS))}, "
+                         f"got {value!r}")
+    return value
 
 
 # Reasons a relay gives that no retry cures: a wrong login or password, a sender it refuses.

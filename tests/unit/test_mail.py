@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from assotic.layout import MAIL_RELAY_SECRET, tenant_mail_relay_secret
-from assotic.mail import admin_address_problems, mail_plan, mail_secret_problems, parse_relay, relay_problems
+from assotic.mail import (admin_address_problems, mail_plan, mail_secret_problems, parse_relay,
+                          relay_lookup_problems, relay_problems)
 from assotic.tenants import Tenant
 from roles.mail import (
     MailSettings,
+    settings_from,
     admin_map_text,
     main_cf,
     implicit_service_commands,
@@ -123,6 +125,18 @@ def test_postfix_reads_every_parameter_of_the_rendered_main_cf(tmp_path):
     services = subprocess.run(["postconf", "-c", str(tmp_path), "-M", "assotic-smtps/unix"],
                               capture_output=True, text=True).stdout
     assert "smtp_tls_wrappermode=yes" in services
+
+
+def test_how_the_relay_is_looked_up_is_postfixs_default_unless_data_says_native():
+    assert "\nsmtp_host_lookup = dns\n" in main_cf(settings())
+    plan = settings().plan
+    native = settings_from("web-1", type("Data", (), {"mail_relay_lookup": "native"})(), plan)
+    assert "\nsmtp_host_lookup = native\n" in main_cf(native)
+    with pytest.raises(ValueError, match="mail_relay_lookup"):
+        settings_from("web-1", type("Data", (), {"mail_relay_lookup": "hosts"})(), plan)
+    assert relay_lookup_problems("inventory/x.py", "web-1.mail_relay_lookup", "native") == []
+    [problem] = relay_lookup_problems("inventory/x.py", "web-1.mail_relay_lookup", "hosts")
+    assert problem.field == "web-1.mail_relay_lookup" and "'native'" in problem.expected
 
 
 @needs_postfix
