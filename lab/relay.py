@@ -180,6 +180,11 @@ POSTFIX_SETTINGS = {
     "home_mailbox": "Maildir/",
     # Every recipient, of any domain, into the one lab mailbox: nothing leaves the lab.
     "virtual_alias_maps": f"static:{MAILBOX_USER}",
+    # ...without making every domain a virtual alias domain (it is in mydestination), and with
+    # no alias file: the mailbox user is the only local recipient.
+    "virtual_alias_domains": "",
+    "alias_maps": "",
+    "alias_database": "",
     "smtpd_tls_cert_file": "/etc/postfix/assotic-relay.pem",
     "smtpd_tls_key_file": "/etc/postfix/assotic-relay.key",
     "smtpd_sasl_type": "dovecot",
