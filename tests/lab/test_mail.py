@@ -1,44 +1,151 @@
-"""Outgoing mail in the lab, on the deployed hosts (runs after test_lab.py).
+"""Outgoing mail in the lab, through the lab's real authenticated relay (runs after test_lab.py).
 
-Each PHP stand-in sends one mail the way its real app would (SMTP to the host's Postfix on
-loopback, as the instance's user, From the association's sender); Postfix takes it, with that
-envelope sender, into its queue. The lab has no relay yet (data mail_relay is None), so the
-mail waits there, as the null client promises. Delivery through a real authenticated relay
-is the next step of issue 11 (docs/mail.md).
+Every host's Postfix relays to relay.lab.example.org (lab/relay.py): Debian's Postfix on the
+submission port with STARTTLS required and SASL logins checked by Dovecot, as a provider's
+relay. It delivers every recipient into one Maildir, which these tests read. Each stand-in
+sends its mail the way its real app would (SMTP to the host's Postfix on loopback, as the
+instance's user, From the association's sender).
 """
 
 from __future__ import annotations
 
+import email.message
 import json
 import shlex
+import subprocess
+import time
+import uuid
+from email.utils import parseaddr
 
 import pytest
 
 from assotic.tenants import load_tenants
-from roles.standin import STANDIN_ROOT, config_path
+from lab import relay
 from roles import nextcloud, paheko
+from roles.standin import STANDIN_ROOT, config_path
 from tests.lab.shell import sh
-from tests.lab.test_lab import REPO
+from tests.lab.test_lab import INVENTORY, REPO, VENV_BIN, secrets_printed
 
 TENANTS = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]
 # (host, instance, tenant) of every PHP stand-in of the example associations.
 STANDINS = [(app.host, role.instance(t), t) for t in TENANTS
             for name, role in (("nextcloud", nextcloud), ("paheko", paheko))
             if (app := getattr(t.apps, name)) is not None]
+ARRIVAL_TIMEOUT = 60  # seconds: a mail the relay takes is in its Maildir within a second or two
 
 
-def queued_from(host: str, sender: str) -> list[dict]:
+def on_relay(*command: str) -> None:
+    subprocess.run(["docker", "exec", relay.RELAY_CONTAINER, *command], check=True)
+
+
+def arrived(recipient: str) -> email.message.EmailMessage:
+    """The mail the relay delivered for `recipient` (its X-Original-To), waiting for it."""
+    return relay.wait_for_mail(lambda mail: mail["X-Original-To"] == recipient, timeout=ARRIVAL_TIMEOUT)
+
+
+def queued_for(host: str, recipient: str) -> list[dict]:
     out = sh(host, "postqueue -j").stdout
-    return [m for m in map(json.loads, filter(None, out.splitlines())) if m.get("sender") == sender]
+    return [m for m in map(json.loads, filter(None, out.splitlines()))
+            if any(r["address"] == recipient for r in m["recipients"])]
 
 
-@pytest.mark.parametrize("host, inst, tenant", STANDINS, ids=[f"{i.app}-{t.slug}" for _, i, t in STANDINS])
-def test_a_standins_mail_reaches_the_hosts_postfix_from_the_associations_sender(host, inst, tenant):
-    recipient = f"test-{inst.app}-{tenant.slug}@lab.example.org"
-    before = len(queued_from(host, tenant.mail_from))
+def wait_queued(host: str, recipient: str, reason: str, timeout: float = 60) -> dict:
+    """The queued mail for `recipient` once Postfix gave the relay's answer containing `reason`."""
+    deadline = time.monotonic() + timeout
+    found: list[dict] = []
+    while time.monotonic() < deadline:
+        found = queued_for(host, recipient)
+        reasons = [r.get("delay_reason", "") for m in found for r in m["recipients"]]
+        if any(reason in text for text in reasons):
+            return found[0]
+        time.sleep(1)
+    raise AssertionError(f"{host}: no mail for {recipient} deferred with {reason!r}: {found}")
+
+
+def send_from_standin(host, inst, recipient: str) -> None:
     answer = sh(host, f"runuser -u {inst.user} -- php {STANDIN_ROOT}/mail.php "
                       f"{shlex.quote(config_path(inst))} {shlex.quote(recipient)}").stdout
     assert answer.startswith("250"), answer
-    waiting = queued_from(host, tenant.mail_from)
-    assert len(waiting) == before + 1
-    assert any(r["address"] == recipient for m in waiting for r in m["recipients"])
+
+
+def unique_recipient(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:8]}@lab.example.org"
+
+
+def assert_relayed_over_tls_with_the_login(mail) -> None:
+    """The relay's own Received header: TLS, and the platform relay's login."""
+    received = " ".join(str(h) for h in mail.get_all("Received"))
+    assert "using TLSv1.3" in received or "using TLSv1.2" in received, received
+    assert f"Authenticated sender: {relay.RELAY_LOGIN}" in received, received
+
+
+@pytest.mark.parametrize("host, inst, tenant", STANDINS, ids=[f"{i.app}-{t.slug}" for _, i, t in STANDINS])
+def test_a_standins_mail_arrives_from_the_associations_sender(host, inst, tenant):
+    recipient = unique_recipient(f"{inst.app}-{tenant.slug}")
+    send_from_standin(host, inst, recipient)
+    mail = arrived(recipient)
+    assert parseaddr(mail["From"])[1] == tenant.mail_from
+    assert parseaddr(mail["Reply-To"])[1] == tenant.mail_reply_to
+    assert parseaddr(mail["Return-Path"])[1] == tenant.mail_from, "the envelope sender"
+    assert_relayed_over_tls_with_the_login(mail)
+    assert secrets_printed(mail.as_string()) == [], "a secret of the store is in the mail"
+    assert queued_for(host, recipient) == [], "the mail is delivered, not left in the queue"
+
+
+def test_a_relay_outage_delays_mail_and_loses_none():
+    host, inst, tenant = STANDINS[0]
+    recipient = unique_recipient("outage")
+    on_relay("systemctl", "stop", "postfix")
+    try:
+        send_from_standin(host, inst, recipient)
+        waiting = wait_queued(host, recipient, "Connection refused")
+        print(f"queued on {host} while the relay is down: {waiting}")
+    finally:
+        on_relay("systemctl", "start", "postfix")
+    relay.wait_for_submission()
+    sh(host, "postqueue -f")  # what a sysadmin does once the relay is back (docs/mail.md)
+    mail = arrived(recipient)
+    assert parseaddr(mail["From"])[1] == tenant.mail_from
+    assert queued_for(host, recipient) == []
+
+
+def verify_queue(host: str) -> subprocess.CompletedProcess:
+    """`make verify`'s queue check on one host."""
+    result = subprocess.run(
+        [str(VENV_BIN / "pytest"), "-q", "-p", "no:cacheprovider", "tests/verify/test_mail.py",
+         f"--inventory={INVENTORY}", "-k", f"test_no_mail_is_stuck_in_the_queue and {host}"],
+        cwd=REPO, capture_output=True, text=True)
+    print(result.stdout[-4000:], result.stderr[-2000:])
+    return result
+
+
+def set_relay_password(password: str) -> None:
+    """Replace the relay's password file (Dovecot rereads it when it changes)."""
+    line = relay.dovecot_password_line(relay.RELAY_LOGIN, password)
+    subprocess.run(["docker", "exec", "-i", relay.RELAY_CONTAINER, "sh", "-c",
+                    "cat > /etc/dovecot/assotic-relay.passwd.new && "
+                    "chgrp dovecot /etc/dovecot/assotic-relay.passwd.new && "
+                    "chmod 0640 /etc/dovecot/assotic-relay.passwd.new && "
+                    "mv /etc/dovecot/assotic-relay.passwd.new /etc/dovecot/assotic-relay.passwd"],
+                   input=line, text=True, check=True)
+
+
+def test_a_wrong_relay_password_fails_verify_naming_the_mail_and_the_reason():
+    host, inst, _ = STANDINS[0]
+    recipient = unique_recipient("wrong-password")
+    # The relay now expects another password than the one in the hosts' store.
+    set_relay_password(uuid.uuid4().hex)
+    try:
+        send_from_standin(host, inst, recipient)
+        waiting = wait_queued(host, recipient, "authentication failed")
+        result = verify_queue(host)
+        assert result.returncode != 0, "make verify must fail while a mail is refused"
+        assert waiting["queue_id"] in result.stdout, "the verify failure names the queue id"
+        assert recipient in result.stdout
+        assert "authentication failed" in result.stdout, "and the relay's reason"
+        assert secrets_printed(result.stdout + result.stderr) == []
+    finally:
+        set_relay_password(relay.ensure_relay_password())
+    sh(host, "postqueue -f")
+    arrived(recipient)
+    assert verify_queue(host).returncode == 0, "verify passes again once the mail is gone"
