@@ -2,9 +2,10 @@
 
 Every host's Postfix relays to relay.lab.example.org (lab/relay.py): Debian's Postfix on the
 submission port with STARTTLS required and SASL logins checked by Dovecot, as a provider's
-relay. It delivers every recipient into one Maildir, which these tests read. Each stand-in
+relay. It delivers every recipient into one Maildir, which these tests read. Each PHP stand-in
 sends its mail the way its real app would (SMTP to the host's Postfix on loopback, as the
-instance's user, From the association's sender).
+instance's user, From the association's sender); so does each Mattermost stand-in, with its
+env file's MM_EMAILSETTINGS_* (POST /api/v4/email/test on its local-mode socket).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from email.utils import parseaddr
 
 import pytest
 
+from assotic.needs import as_instance_user
+from assotic.preflight import load_inventory_like_pyinfra
 from assotic.tenants import load_tenants
 from lab import relay
-from roles import nextcloud, paheko
+from roles import mattermost, nextcloud, paheko
 from roles.standin import STANDIN_ROOT, config_path
 from tests.lab.shell import sh
 from tests.lab.test_lab import INVENTORY, REPO, VENV_BIN, secrets_printed
@@ -31,6 +34,8 @@ TENANTS = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]
 STANDINS = [(app.host, role.instance(t), t) for t in TENANTS
             for name, role in (("nextcloud", nextcloud), ("paheko", paheko))
             if (app := getattr(t.apps, name)) is not None]
+# Every Mattermost instance of the lab, as the deploy plans it.
+MATTERMOST_INSTANCES = next(iter(load_inventory_like_pyinfra(INVENTORY))).data.platform.mattermost
 ARRIVAL_TIMEOUT = 60  # seconds: a mail the relay takes is in its Maildir within a second or two
 
 
@@ -90,6 +95,33 @@ def test_a_standins_mail_arrives_from_the_associations_sender(host, inst, tenant
     assert_relayed_over_tls_with_the_login(mail)
     assert secrets_printed(mail.as_string()) == [], "a secret of the store is in the mail"
     assert queued_for(host, recipient) == [], "the mail is delivered, not left in the queue"
+
+
+def mattermost_test_mail(host: str, inst, recipient: str) -> dict:
+    """Ask the Mattermost stand-in of `inst` on `host` for its test mail: POST
+    /api/v4/email/test on its local-mode socket, as the instance's user (the socket is 0600).
+    Its JSON answer, an error's too (no curl -f)."""
+    command = shlex.join([*as_instance_user(inst.user), "curl", "-sS", "--max-time", "60",
+                          "--unix-socket", mattermost.local_socket(inst), "-X", "POST",
+                          "-H", "Content-Type: application/json",
+                          "--data", json.dumps({"to": recipient}),
+                          "http://localhost/api/v4/email/test"])
+    return json.loads(sh(host, command).stdout)
+
+
+@pytest.mark.parametrize("inst", MATTERMOST_INSTANCES, ids=[f"mattermost-{i.name}" for i in MATTERMOST_INSTANCES])
+def test_a_mattermost_standins_mail_arrives_from_the_instances_sender(inst):
+    if mattermost.STANDIN_FILE not in sh(inst.host, f"cat {mattermost.dropin_path(inst)}").stdout:
+        pytest.skip(f"{inst.name} runs the real Mattermost: its test mail needs a system admin's session")
+    sender, reply_to = inst.mail_sender(TENANTS)
+    recipient = unique_recipient(f"mattermost-{inst.name}")
+    answer = mattermost_test_mail(inst.host, inst, recipient)
+    assert answer["status"] == "OK" and answer["smtp_reply"].startswith("250"), answer
+    mail = arrived(recipient)
+    assert parseaddr(mail["From"])[1] == sender
+    assert parseaddr(mail["Reply-To"] or "")[1] == (reply_to or "")
+    assert_relayed_over_tls_with_the_login(mail)
+    assert secrets_printed(mail.as_string()) == [], "a secret of the store is in the mail"
 
 
 def test_a_relay_outage_delays_mail_and_loses_none():
