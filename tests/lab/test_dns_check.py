@@ -210,10 +210,11 @@ def test_a_server_that_does_not_answer_fails_soon_and_says_so(lab_env):
     assert took < 30, f"dns-check took {took:.1f} s against a closed port"
 
 
-def test_caa_and_txt_in_several_strings_are_read_as_nsd_serves_them(tmp_path):
-    """What the lab zone lacks (no CAA: pebble is no public CA) and what dnspython hands over
-    in pieces (a TXT record of several strings), read from nsd the way dns-check reads them."""
-    from commands.dns_check import answers_of, make_resolver
+def test_caa_txt_in_pieces_and_a_refused_name_as_nsd_serves_them(tmp_path):
+    """What the lab zone lacks (no CAA: pebble is no public CA), what dnspython hands over in
+    pieces (a TXT record of several strings) and a refusal, read from nsd as dns-check does."""
+    from assotic.dns import Record
+    from commands.dns_check import answers_of, check_records, make_resolver
 
     with nsd_serving(tmp_path, [f'cloud.{ZONE}. 3600 IN CAA 0 issue "letsencrypt.org"',
                                 f'cloud.{ZONE}. 3600 IN CAA 0 iodef "mailto:x@{ZONE}"',
@@ -224,3 +225,9 @@ def test_caa_and_txt_in_several_strings_are_read_as_nsd_serves_them(tmp_path):
         assert answers_of(resolver, ZONE, "TXT") == [f"v=spf1 {SPF} -all"]
         assert answers_of(resolver, f"nowhere.{ZONE}", "A") is None  # NXDOMAIN
         assert answers_of(resolver, f"cloud.{ZONE}", "A") is None  # the name, without that type
+        # A name outside its zone: nsd refuses it; that record is unchecked, the next one is.
+        elsewhere = Record("www.example.net", "A", "192.0.2.1", "outside the zone")
+        here = Record(f"cloud.{ZONE}", "CAA", '0 issue "letsencrypt.org"', "ACME")
+        first, second = check_records(resolver, [elsewhere, here])
+        assert first.startswith("UNCHECKED www.example.net A:") and "REFUSED" in first
+        assert second.status == "ok"
