@@ -11,6 +11,7 @@
   bbb-check         BBB and TURN health over SSH (read-only)
   audit             Lynis on every host, testssl.sh on every vhost; fail under a hardening index
   dns               the DNS records each association must create at its registrar
+  dns-check         resolve those records and name each one missing or wrong
 
 `python -m commands <command> --help` gives the options of one command.
 """
@@ -47,6 +48,7 @@ COMMANDS: dict[str, Command] = {
     "bbb-check": Command("commands.bbb_check"),
     "audit": Command("commands.audit"),
     "dns": Command("commands.dns"),
+    "dns-check": Command("commands.dns_check"),
 }
 
 

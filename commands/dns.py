@@ -21,17 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tenant", default=None, help="one association's slug (default: all)")
 
 
-def run(args: argparse.Namespace) -> int:
-    inventory = load_inventory_like_pyinfra(args.inventory)
+def expected_records(inventory_file: str, tenant_slug: str | None):
+    """[(tenant, records, missing)] of each association (or the one slug), as `make dns`
+    prints them; None when no association has that slug. `make dns-check` checks these."""
+    inventory = load_inventory_like_pyinfra(inventory_file)
     hosts = {h.name: h for h in inventory}
     first = next(iter(hosts.values()))
     platform = first.data.platform
-    tenants = [t for t in platform.tenants if args.tenant in (None, t.slug)]
+    tenants = [t for t in platform.tenants if tenant_slug in (None, t.slug)]
     if not tenants:
-        print(f"assotic: no association {args.tenant!r} in this inventory")
-        return 2
+        return None
     addresses = {name: (h.data.get("public_ipv4"), h.data.get("public_ipv6")) for name, h in hosts.items()}
-    missing_any = False
+    result = []
     for tenant in tenants:
         served_by = next((hosts[a.host] for a in tenant.apps.enabled().values() if a.host in hosts), first)
         records, missing = association_records(
@@ -40,6 +41,15 @@ def run(args: argparse.Namespace) -> int:
         if caa_issuer(served_by.data) is None:
             missing.append("no CAA record: the ACME server in use (acme_directory) is not a public "
                            "certificate authority; set acme_caa_issuer if it is one")
+        result.append((tenant, records, missing))
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    expected = expected_records(args.inventory, args.tenant)
+    if expected is None:
+        print(f"assotic: no association {args.tenant!r} in this inventory")
+        return 2
+    for tenant, records, missing in expected:
         print(zone_text(tenant, records, missing))
-        missing_any = missing_any or bool(missing)
-    return 1 if missing_any else 0
+    return 1 if any(missing for _, _, missing in expected) else 0

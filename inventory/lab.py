@@ -45,13 +45,21 @@ def _lab_mail_data():
             "mail_admin": _LAB_MAIL_ADMIN}
 
 
+def _documentation_addresses(h):
+    """The lab hosts have no public address, yet `make dns` and `make dns-check` need one for
+    every A and AAAA record: each host gets its own from the documentation ranges
+    (RFC 5737 192.0.2.0/24, RFC 3849 2001:db8::/32), which route nowhere."""
+    number = 10 + _LAB_HOSTS.index(h)
+    return {"public_ipv4": f"192.0.2.{number}", "public_ipv6": f"2001:db8::{number}"}
+
+
 def _lab_host_data(h):
     """How pyinfra reaches the host (SSH on a loopback port), where `make audit` runs
     testssl against its vhosts (its address on Docker's bridge, when the container is up),
     and the lab's mail relay."""
     address = _bridge_address(h)
-    return {**_lab_ssh_data(h), **({"audit_address": address} if address else {}),
-            **_lab_mail_data()}
+    return {**_lab_ssh_data(h), **_documentation_addresses(h),
+            **({"audit_address": address} if address else {}), **_lab_mail_data()}
 
 
 web = [(h.name, _lab_host_data(h)) for h in _LAB_HOSTS if h.group == "web"]
