@@ -363,6 +363,7 @@ def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
 _code_scheduled: set[tuple[str, str]] = set()
 # The operation writing UNIT_TEMPLATE on each host (rendered once, followed by every instance).
 _unit_template_ops: dict = {}
+_standin_code_ops: dict = {}
 
 
 def deploy(app, secrets: Any) -> None:
@@ -428,7 +429,12 @@ def _install_standin(inst: MattermostInstance) -> list:
                      packages=list(STANDIN_PACKAGES), cache_time=86400, update=True)
         files.directory(name=f"Create {STANDIN_ROOT}", path=STANDIN_ROOT, user="root",
                         group="root", mode="0755", present=True)
-    return [put_text(STANDIN_FILE, standin_code(), mode="0755")]
+    # One script for every instance of the host: each instance's restart follows the one
+    # operation that writes it (a second put_text would find nothing to do, and the second
+    # instance kept running the old script: seen on the lab's instance ulap).
+    if host.name not in _standin_code_ops:
+        _standin_code_ops[host.name] = put_text(STANDIN_FILE, standin_code(), mode="0755")
+    return [_standin_code_ops[host.name]]
 
 
 def _create_data_folders(inst: MattermostInstance) -> None:
