@@ -383,7 +383,8 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
     changed = _install_code(inst, release, local_release_path)
     _create_data_folders(inst)
     changed += _install_configuration(inst, release, secrets, inst.mail_sender(list(tenants)))
-    _restart_and_enable(inst, changed)
+    # The stand-in's script is not named by the drop-in: its own date tells a restart is due.
+    _restart_and_enable(inst, changed, code_files=[STANDIN_FILE] if release is None else [])
 
     if release is None:
         host.noop(f"!!! mattermost instance {inst.name}: the stand-in has no mmctl; teams "
@@ -472,7 +473,7 @@ def _install_configuration(inst: MattermostInstance, release: Artifact | None, s
     return changed
 
 
-def _restart_and_enable(inst: MattermostInstance, changed: list) -> None:
+def _restart_and_enable(inst: MattermostInstance, changed: list, code_files: list[str]) -> None:
     """Restart the unit after new code, unit or environment, and keep it enabled and running."""
     from pyinfra.operations import systemd
 
@@ -485,7 +486,8 @@ def _restart_and_enable(inst: MattermostInstance, changed: list) -> None:
     # caught up by the next one (reload_after).
     reload_after(f"Restart {unit_name(inst)} (new code, unit or environment)",
                  f"systemctl daemon-reload && systemctl restart {unit_name(inst)}", changed,
-                 stamp=unit_name(inst), covers=[env_path(inst), UNIT_TEMPLATE, dropin_path(inst)])
+                 stamp=unit_name(inst),
+                 covers=[env_path(inst), UNIT_TEMPLATE, dropin_path(inst), *code_files])
     systemd.service(name=f"Enable and start {unit_name(inst)}", service=unit_name(inst),
                     running=True, enabled=True)
 
