@@ -137,33 +137,41 @@ def lab_ssh_data(h: LabHost) -> dict:
     }
 
 
-def run_kwargs(h: LabHost, image: str | None = None, key_id: str = "",
-               extra_hosts: dict[str, str] | None = None) -> dict:
-    """docker SDK `containers.run` kwargs for a lab host (the flags LAB.md found to work).
+def systemd_container_kwargs(name: str, hostname: str, image: str, key_id: str) -> dict:
+    """docker SDK kwargs of a container with systemd as PID 1 (the flags LAB.md found to work):
+    every lab host, and the lab's mail relay (lab/relay.py).
 
     --privileged and --cap-add ALL fail in our sandbox: capabilities are added one by one.
     key_id labels the container with the secrets key it is deployed with (secrets_key_id;
-    reuse_refusal reads it back). extra_hosts: names for the container's /etc/hosts (the
-    lab's mail relay, lab/relay.py), as a production host finds its relay by DNS.
+    reuse_refusal reads it back).
     """
     return {
-        "image": image or image_tag(h.suite),
+        "image": image,
         "command": ["/lib/systemd/systemd"],
-        "name": container_name(h),
-        "hostname": h.name,
-        "detach": True,
+        "name": name,
+        "hostname": hostname,
         "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
         "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
         "cgroupns": "host",
         "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
         "tmpfs": {"/run": "", "/run/lock": ""},
-        "ports": {"22/tcp": ("127.0.0.1", h.ssh_port)},
         # systemd as PID 1 shuts down cleanly on SIGRTMIN+3 (it ignores SIGTERM).
         "stop_signal": "SIGRTMIN+3",
         # The lab tests restart containers themselves; docker must not do it behind their back.
         "restart_policy": {"Name": "no"},
-        "labels": {"assotic.lab": "1", "assotic.lab.host": h.name,
-                   SECRETS_KEY_LABEL: key_id},
+        "labels": {"assotic.lab": "1", "assotic.lab.host": hostname, SECRETS_KEY_LABEL: key_id},
+    }
+
+
+def run_kwargs(h: LabHost, image: str | None = None, key_id: str = "",
+               extra_hosts: dict[str, str] | None = None) -> dict:
+    """docker SDK `containers.run` kwargs for a lab host: SSH published on loopback only.
+    extra_hosts: names for the container's /etc/hosts (the lab's mail relay, lab/relay.py),
+    as a production host finds its relay by DNS."""
+    return {
+        **systemd_container_kwargs(container_name(h), h.name, image or image_tag(h.suite), key_id),
+        "detach": True,
+        "ports": {"22/tcp": ("127.0.0.1", h.ssh_port)},
         "extra_hosts": extra_hosts or {},
     }
 

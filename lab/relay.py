@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 
 from assotic.layout import MAIL_RELAY_SECRET
-from lab.harness import (CONTAINER_PREFIX, LAB_DIR, LAB_SLOT, SECRETS_KEY, SECRETS_KEY_LABEL,
-                         SECRETS_STORE, LabError, image_tag, say)
+from lab.harness import (CONTAINER_PREFIX, LAB_DIR, LAB_SLOT, SECRETS_KEY, SECRETS_STORE,
+                         LabError, docker_client, image_tag, reuse_refusal, say,
+                         system_state, systemd_container_kwargs)
 
 RELAY_NAME = "relay.lab.example.org"
 RELAY_PORT = 587
@@ -276,8 +277,6 @@ def get_relay(client):
 
 def start_relay(client, key_id: str) -> None:
     """Start (or reuse) the relay and provision it; wait until its submission port greets."""
-    from lab.harness import reuse_refusal
-
     ensure_certificates()
     password = ensure_relay_password()
     network = ensure_network(client)
@@ -290,13 +289,7 @@ def start_relay(client, key_id: str) -> None:
     if container is None:
         say(f"starting the lab mail relay {RELAY_NAME} at {RELAY_ADDRESS}:{RELAY_PORT}")
         container = client.containers.create(
-            image=image_tag(RELAY_SUITE), command=["/lib/systemd/systemd"], name=RELAY_CONTAINER,
-            hostname="relay", cap_add=["SYS_ADMIN", "NET_ADMIN"],
-            security_opt=["seccomp=unconfined", "apparmor=unconfined"], cgroupns="host",
-            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
-            tmpfs={"/run": "", "/run/lock": ""}, stop_signal="SIGRTMIN+3",
-            restart_policy={"Name": "no"},
-            labels={"assotic.lab": "1", "assotic.lab.host": "relay", SECRETS_KEY_LABEL: key_id})
+            **systemd_container_kwargs(RELAY_CONTAINER, "relay", image_tag(RELAY_SUITE), key_id))
         network.connect(container, ipv4_address=RELAY_ADDRESS)
         container.start()
     elif container.status != "running":
@@ -320,8 +313,6 @@ def start_relay(client, key_id: str) -> None:
 
 
 def _wait_for_systemd(container, timeout: float = 120) -> None:
-    from lab.harness import system_state
-
     deadline = time.monotonic() + timeout
     state = "unknown"
     while time.monotonic() < deadline:
@@ -378,8 +369,6 @@ print(json.dumps({{p.name: p.read_text(errors="replace")
 
 def mailbox(client=None) -> dict[str, str]:
     """Every mail the relay delivered: Maildir file name -> the whole mail as received."""
-    from lab.harness import docker_client
-
     container = get_relay(client or docker_client(start=False))
     if container is None:
         raise LabError(f"no lab mail relay {RELAY_CONTAINER} (run: python -m lab up)")

@@ -34,6 +34,8 @@ TENANTS = [t for _, t in load_tenants(REPO / "group_data" / "tenants")[0]]
 STANDINS = [(app.host, role.instance(t), t) for t in TENANTS
             for name, role in (("nextcloud", nextcloud), ("paheko", paheko))
             if (app := getattr(t.apps, name)) is not None]
+# The stand-in the queue tests send from: a Nextcloud one (the lab never has its release).
+QUEUE_TEST_SENDER = next(s for s in STANDINS if s[1].app == "nextcloud")
 # Every Mattermost instance of the lab, as the deploy plans it.
 MATTERMOST_INSTANCES = next(iter(load_inventory_like_pyinfra(INVENTORY))).data.platform.mattermost
 ARRIVAL_TIMEOUT = 60  # seconds: a mail the relay takes is in its Maildir within a second or two
@@ -86,6 +88,9 @@ def assert_relayed_over_tls_with_the_login(mail) -> None:
 
 @pytest.mark.parametrize("host, inst, tenant", STANDINS, ids=[f"{i.app}-{t.slug}" for _, i, t in STANDINS])
 def test_a_standins_mail_arrives_from_the_associations_sender(host, inst, tenant):
+    if sh(host, f"test -e {shlex.quote(config_path(inst))}", check=False).returncode != 0:
+        pytest.skip(f"{inst.app} of {tenant.slug} runs the real release (test_paheko_release.py "
+                    "sends its mail)")
     recipient = unique_recipient(f"{inst.app}-{tenant.slug}")
     send_from_standin(host, inst, recipient)
     mail = arrived(recipient)
@@ -125,7 +130,7 @@ def test_a_mattermost_standins_mail_arrives_from_the_instances_sender(inst):
 
 
 def test_a_relay_outage_delays_mail_and_loses_none():
-    host, inst, tenant = STANDINS[0]
+    host, inst, tenant = QUEUE_TEST_SENDER
     recipient = unique_recipient("outage")
     on_relay("systemctl", "stop", "postfix")
     try:
@@ -163,7 +168,7 @@ def set_relay_password(password: str) -> None:
 
 
 def test_a_wrong_relay_password_fails_verify_naming_the_mail_and_the_reason():
-    host, inst, _ = STANDINS[0]
+    host, inst, _ = QUEUE_TEST_SENDER
     recipient = unique_recipient("wrong-password")
     # The relay now expects another password than the one in the hosts' store.
     set_relay_password(uuid.uuid4().hex)
