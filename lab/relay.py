@@ -131,10 +131,13 @@ def ensure_certificates() -> None:
 
 
 def ensure_relay_password() -> str:
-    """The relay's password: the lab store's MAIL_RELAY_SECRET, set once as an operator would."""
+    """The relay's password: the lab store's MAIL_RELAY_SECRET, set once as an operator would.
+    The store inventory/lab.py deploys with: $ASSOTIC_SECRETS_FILE and _KEY when set (the
+    drill's copy, commands/drill.py), else the slot's own."""
     from assotic.secrets_store import SecretStore
 
-    store = SecretStore.open(SECRETS_STORE, SECRETS_KEY)
+    store = SecretStore.open(os.environ.get("ASSOTIC_SECRETS_FILE", str(SECRETS_STORE)),
+                             os.environ.get("ASSOTIC_SECRETS_KEY", str(SECRETS_KEY)))
     if MAIL_RELAY_SECRET not in store:
         store.set(MAIL_RELAY_SECRET, secrets.token_urlsafe(24), origin="operator")
         store.save()
