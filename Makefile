@@ -18,7 +18,7 @@ export ASSOTIC_TENANTS_DIR := $(TENANTS)
 
 .PHONY: bench help install check schema lab lab-down lab-status deploy verify bbb-check lint test test-unit test-lab \
         secrets-init secret-list secret-show secret-set secret-rotate secrets-reseal \
-        secrets-rekey clean restore update backup-status pins-fingerprint drill audit
+        secrets-rekey clean restore update backup-status pins-fingerprint drill dns dns-check audit
 
 help: ## List every target, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -110,6 +110,12 @@ backup-status: $(VENV)/.installed ## Fail naming each backup older than data bac
 
 audit: $(VENV)/.installed ## Lynis on every host, testssl.sh on every vhost; fail under data audit_lynis_min_index [MIN_INDEX=<n>] (audit/results.json)
 	$(PY) -m commands audit --inventory $(INVENTORY) $(if $(MIN_INDEX),--data audit_lynis_min_index=$(MIN_INDEX))
+
+dns: $(VENV)/.installed ## The DNS records each association (or TENANT=) must create at its registrar: A, AAAA, CAA, SPF, DMARC
+	ASSOTIC_CHECK_ONLY=1 $(PY) -m commands dns --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)")
+
+dns-check: $(VENV)/.installed ## Resolve the records of `make dns`, naming each one missing or wrong; asks only DNS_SERVER=<ip>[:port] if given, else this machine's resolver [TENANT=<slug>]
+	ASSOTIC_CHECK_ONLY=1 $(PY) -m commands dns-check --inventory $(INVENTORY) $(if $(TENANT),--tenant "$(TENANT)") $(if $(DNS_SERVER),--server "$(DNS_SERVER)")
 
 bench: $(VENV)/.installed ## Measure converge/no-op times, idle RSS (1 and 10 associations), backup nights and restore (bench/results.json)
 	$(PY) -m lab.bench

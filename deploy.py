@@ -11,7 +11,8 @@ roles that own nginx, certificates, PHP-FPM, PostgreSQL, Redis and timers, then 
 their own code and configuration. Order matters:
 1. base: packages, sysadmins, sshd, firewall, automatic security updates. First, so
    that a host is hardened before any application listens; it renders the firewall
-   from the openings every role declares.
+   from the openings every role declares. Then mail: Postfix as a null client on
+   loopback, so that every later step (the apps' first admins) can already send mail.
 2. accounts: the Unix user and folders of every app instance, which every later step
    runs as or writes into.
 3. backends: PostgreSQL, each instance's Redis, PHP-FPM pools.
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyinfra import host, inventory  # noqa: E402
 from pyinfra.facts.server import LinuxDistribution  # noqa: E402
 
-from roles import accounts, backup, backup_target, base, nginx, php, postgresql, redis, timers, tls  # noqa: E402
+from roles import accounts, backup, backup_target, base, mail, nginx, php, postgresql, redis, timers, tls  # noqa: E402
 from roles.plan import plan_host  # noqa: E402
 from roles.remote_files import put_text  # noqa: E402
 
@@ -55,7 +56,8 @@ if "bbb" in host.groups:
 
 plan = plan_host(host.name, host.data, host.groups, str(host.get_fact(LinuxDistribution)["major"]))
 
-base.base(firewall_openings=list(plan.firewall_openings))
+base.base(firewall_openings=list(plan.firewall_openings), update_report_mail_to=plan.mail.admin)
+mail.mail(mail.settings_from(host.name, host.data, plan.mail), plan.secrets)
 
 if "backup" in host.groups:
     backup_target.backup_target(plan.secrets)

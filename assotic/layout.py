@@ -80,3 +80,16 @@ def bbb_api_secret(host: str) -> str:
 # One secret shared by every coturn host and every BBB host (BBB hands out credentials for all
 # the TURN servers it knows).
 TURN_SECRET = "turn/static_auth_secret"
+
+# -- Outgoing mail (assotic/mail.py, roles/mail). Every app, job and stand-in hands its mail to
+# the host's Postfix here (loopback only: no TLS, no login; Postfix relays with both).
+LOCAL_SMTP_HOST = "127.0.0.1"
+LOCAL_SMTP_PORT = 25
+# The relay passwords: set by the operator
+# (`make secret-set NAME=...`), never generated: they come from the mail provider.
+MAIL_RELAY_SECRET = "mail/relay_password"  # the platform relay (data mail_relay)
+
+
+def tenant_mail_relay_secret(slug: str) -> str:
+    """The password of an association's own relay (its tenant file's mail.relay)."""
+    return tenant_secret(slug, "mail", "relay_password")

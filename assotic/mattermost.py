@@ -79,6 +79,16 @@ class MattermostInstance:
         """Secrets of the instance itself (not of one tenant): mattermost/<instance>/<name>."""
         return mattermost_secret(self.name, name)
 
+    def mail_sender(self, tenants: list) -> tuple[str, str | None]:
+        """(From, Reply-To) of the instance's mails. An association's own instance sends as that
+        association (its tenant file's mail section); a shared one serves several, so it sends
+        from no-reply@ its own domain, with no Reply-To (Mattermost has one per server)."""
+        if not self.declared:
+            own = next((t for t in tenants if t.slug in self.tenants), None)
+            if own is not None:
+                return own.mail_from, own.mail_reply_to
+        return f"no-reply@{self.domain}", None
+
 
 def own_port(name: str) -> int:
     digest = int(hashlib.sha256(f"mattermost-port/{name}".encode()).hexdigest(), 16)

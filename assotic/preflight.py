@@ -19,6 +19,8 @@ from typing import Any
 from assotic import sip
 from assotic.layout import (BACKED_UP_GROUPS, HOST_SECRETS, TURN_SECRET, bbb_api_secret, host_secret,
                             mattermost_secret, tenant_secret)
+from assotic.mail import (admin_address_problems, mail_plan, mail_secret_problems, parse_relay,
+                          relay_lookup_problems, relay_problems)
 from assotic.report import InputError, Problem, exit_with
 from assotic.tenants import APP_GROUPS, HOST_PATTERN, SLUG_PATTERN, Tenant, load_tenants
 
@@ -147,6 +149,9 @@ def host_data_problems(label: str, host_name: str, data: dict[str, Any]) -> list
             bad("ssh_key", f"the path of an existing private key file{hint}")
     if "sysadmins" in data:
         problems += sysadmin_problems(label, f"{host_name}.sysadmins", data["sysadmins"])
+    for key, version in (("public_ipv4", 4), ("public_ipv6", 6)):  # make dns: A and AAAA records
+        if key in data and data[key] is not None and not _is_ip(str(data[key]), version):
+            bad(key, f"a public IPv{version} address of the host, or None")
     return problems
 
 
@@ -176,12 +181,13 @@ def sysadmin_problems(label: str, field_name: str, sysadmins: Any) -> list[Probl
     return problems
 
 
-def _is_ip(text: str) -> bool:
+def _is_ip(text: str, version: int | None = None) -> bool:
+    """An IP address (of this version, when given)."""
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return False
-    return True
+    return version is None or address.version == version
 
 
 # --- Tenants against the inventory -------------------------------------------------------------
@@ -304,11 +310,42 @@ def mattermost_checks(view: InventoryView, loaded: list[tuple[str, Tenant]], dec
     return loaded, instances, problems, model.user_count_warnings(instances, placed, edition)
 
 
+GROUP_DATA_LABEL = "group_data/all.py"
+
+
+def mail_data_problems(view: InventoryView, mail_relay: Any, mail_admin: Any) -> list[Problem]:
+    """The platform relay and the hosting team's address (group_data/all.py), and a relay
+    given to one host in the inventory instead."""
+    problems = relay_problems(GROUP_DATA_LABEL, "mail_relay", mail_relay)
+    problems += admin_address_problems(GROUP_DATA_LABEL, "mail_admin", mail_admin)
+    for name, data in view.hosts.items():
+        problems += relay_problems(view.label, f"{name}.mail_relay", data.get("mail_relay"))
+        problems += admin_address_problems(view.label, f"{name}.mail_admin", data.get("mail_admin"))
+        problems += relay_lookup_problems(view.label, f"{name}.mail_relay_lookup",
+                                          data.get("mail_relay_lookup"))
+    return problems
+
+
+def mail_plan_of(view: InventoryView, mail_relay: Any, tenants: list[Tenant]):
+    """Every relay of the platform: whose passwords the store must hold (set by the operator,
+    never generated). A host's own mail_relay in the inventory counts as the platform's."""
+    relays = [mail_relay] + [data.get("mail_relay") for data in view.hosts.values()]
+    return mail_plan(parse_relay(next((r for r in relays if r is not None), None)), tenants, None)
+
+
+def secrets_store_path() -> Path:
+    from assotic import secrets_store
+
+    return secrets_store.default_store_path()
+
+
 def check_everything(view: InventoryView, directory: Path, write_secrets: bool,
-                     mattermost_instances: Any = None, mattermost_edition: Any = "team") -> Platform:
+                     mattermost_instances: Any = None, mattermost_edition: Any = "team",
+                     mail_relay: Any = None, mail_admin: Any = None) -> Platform:
     """Run every check; raise InputError with all problems, or return the validated platform."""
     loaded, problems = load_tenants(directory, label_root=Path.cwd())
     problems += inventory_problems(view)
+    problems += mail_data_problems(view, mail_relay, mail_admin)
     loaded, instances, found, warnings = mattermost_checks(view, loaded, mattermost_instances,
                                                            mattermost_edition)
     problems += found
@@ -322,6 +359,9 @@ def check_everything(view: InventoryView, directory: Path, write_secrets: bool,
             generated_secret_names(tenants, instances) + platform_secret_names(view), write_secrets)
     problems += secret_problems
     problems += sip.sip_secret_problems(view.label, view.hosts, view.groups.get("bbb", []), store)
+    if not problems:
+        problems += mail_secret_problems(str(secrets_store_path()),
+                                         mail_plan_of(view, mail_relay, tenants), store)
     if problems:
         raise InputError(problems)
     return Platform(tenants=tenants, secrets=store, new_secrets=new, mattermost=instances,
@@ -446,13 +486,14 @@ def pinned_release_problems(releases: Any, tenants: list[Tenant], host_debian: A
 
 
 def load_platform(inventory: Any, argv: list[str] | None = None, mattermost_instances: Any = None,
-                  mattermost_edition: Any = "team") -> Platform:
+                  mattermost_edition: Any = "team", mail_relay: Any = None,
+                  mail_admin: Any = None) -> Platform:
     """Entry point for group_data/all.py: validate, or print every problem and stop pyinfra."""
     label = os.environ.get("ASSOTIC_INVENTORY_LABEL") or inventory_label_from_argv(argv or sys.argv)
     write = os.environ.get("ASSOTIC_CHECK_ONLY") != "1"
     try:
         platform = check_everything(inventory_view(inventory, label), tenants_dir(), write,
-                                    mattermost_instances, mattermost_edition)
+                                    mattermost_instances, mattermost_edition, mail_relay, mail_admin)
     except InputError as err:
         exit_with(err.problems)
     if write:  # `make check` prints the warnings itself, and says which secrets are missing

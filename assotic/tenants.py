@@ -14,7 +14,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -188,6 +188,37 @@ REFUSED_FIELDS = {
 }
 
 
+class MailRelay(_Strict):
+    """An authenticated SMTP submission server that Postfix relays mail through. Its password
+    is in the secrets store, never here (assotic/layout.py mail_relay_secret)."""
+
+    host: Fqdn = Field(description="Name of the relay's submission server, e.g. smtp.example.net")
+    port: int = Field(587, ge=1, le=65535, description="587 for starttls, 465 for implicit")
+    # "starttls": the submission port, upgraded with STARTTLS; "implicit": TLS from the first
+    # byte (submissions, 465). Never plain text: the password would cross the network in clear.
+    tls: Literal["starttls", "implicit"] = Field("starttls", description="starttls or implicit")
+    login: str = Field(min_length=1, max_length=200, pattern=r"^[^\s:]+$",
+                       description="SASL login (often the sending address)")
+    spf: str | None = Field(None, max_length=200, pattern=r"^(include:|ip4:|ip6:|a:|mx:|a$|mx$)[^\s\"]*$",
+                            description="The SPF mechanism of the relay's sending servers, from its "
+                            "provider, e.g. include:spf.example.net (make dns)")
+
+
+class Mail(_Strict):
+    """Who the association's mails come from. Every app sends through the host's Postfix."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True,
+                              populate_by_name=True)
+
+    from_address: Email | None = Field(
+        None, alias="from",
+        description="Sender of the apps' mails; default no-reply@ the first app's domain")
+    reply_to: Email | None = Field(None, description="Where replies go; default contact.email")
+    relay: MailRelay | None = Field(
+        None, description="The association's own relay, for mail from its from address "
+        "(default: the platform's mail_relay)")
+
+
 class Retention(_Strict):
     daily: int = Field(7, ge=1, le=366)
     weekly: int = Field(4, ge=0, le=520)
@@ -211,6 +242,7 @@ class Tenant(_Strict):
     )
     quotas: Quotas = Quotas()
     backup: Backup = Backup()
+    mail: Mail = Mail()
     notes: str = Field("", description="Free-form notes for the hosting team")
 
     def domains(self) -> list[tuple[str, str]]:
@@ -218,6 +250,19 @@ class Tenant(_Strict):
         return [
             (name, app.domain) for name, app in self.apps.enabled().items() if app.domain is not None
         ]
+
+    @property
+    def mail_from(self) -> str:
+        """The sender of the association's mails: its own choice, or no-reply@ the domain of
+        its first app (a domain the association controls, where its SPF record goes)."""
+        if self.mail.from_address:
+            return self.mail.from_address
+        domains = [domain for _, domain in self.domains()]
+        return f"no-reply@{domains[0]}" if domains else self.contact.email
+
+    @property
+    def mail_reply_to(self) -> str:
+        return self.mail.reply_to or self.contact.email
 
     def apps_on(self, host_name: str) -> dict[str, WebApp | BigBlueButtonApp]:
         return {name: app for name, app in self.apps.enabled().items() if app.host == host_name}

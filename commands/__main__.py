@@ -10,6 +10,8 @@
   backup-status     fail naming each backup job whose last success is missing or too old
   bbb-check         BBB and TURN health over SSH (read-only)
   audit             Lynis on every host, testssl.sh on every vhost; fail under a hardening index
+  dns               the DNS records each association must create at its registrar
+  dns-check         resolve those records and name each one missing or wrong
 
 `python -m commands <command> --help` gives the options of one command.
 """
@@ -45,6 +47,8 @@ COMMANDS: dict[str, Command] = {
     "backup-status": Command("commands.backup_status"),
     "bbb-check": Command("commands.bbb_check"),
     "audit": Command("commands.audit"),
+    "dns": Command("commands.dns"),
+    "dns-check": Command("commands.dns_check"),
 }
 
 

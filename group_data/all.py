@@ -26,9 +26,22 @@ mattermost_instances = {
     "chat": {"host": "web-1", "domain": "chat.example.org", "port": 8065},
 }
 
+# --- Outgoing mail (roles/mail, docs/mail.md) ------------------------------------------------------
+# Every host runs Postfix as a null client; it relays all mail through this authenticated
+# submission server (your association mail provider's, or any SMTP submission service):
+# {"host": "smtp.example.net", "port": 587, "tls": "starttls", "login": "serveurs@example.net"}
+# ("tls": "implicit" for port 465). Its password goes in the secrets store:
+# `make secret-set NAME=mail/relay_password`. None: mail waits in the hosts' queues.
+mail_relay = None
+# Who receives the hosts' own mail (update reports, cron, backup alerts), and the address
+# it is sent from (one your relay accepts; default: mail_admin).
+mail_admin = None
+mail_host_from = None
+
 # Validated tenants and the decrypted-on-demand secrets store (see assotic/preflight.py).
 platform = load_platform(inventory, mattermost_instances=mattermost_instances,
-                         mattermost_edition=mattermost_edition)
+                         mattermost_edition=mattermost_edition, mail_relay=mail_relay,
+                         mail_admin=mail_admin)
 tenants = platform.tenants
 
 # The volunteers who administer the servers (not the associations' app admins).
@@ -135,5 +148,6 @@ release_set = resolve_releases(
 
 __all__ = ["platform", "tenants", "sysadmins", "timezone", "releases", "artifacts_mirror",
            "artifact_signing_keys", "missing_release", "release_set", "mattermost_edition",
-           "mattermost_instances", "update_canary", "nextcloud_upgrade_path", "backup_max_age_hours",
+           "mattermost_instances", "mail_relay", "mail_admin", "mail_host_from", "update_canary",
+           "nextcloud_upgrade_path", "backup_max_age_hours",
            "audit_lynis_min_index", "audit_testssl_accepted", "audit_testssl_dns_lookups"]

@@ -19,6 +19,9 @@ from lab.harness import SECRETS_KEY as _SECRETS_KEY
 from lab.harness import SECRETS_STORE as _SECRETS_STORE
 from lab.harness import lab_ssh_data as _lab_ssh_data
 from lab.harness import bridge_address as _bridge_address
+from lab.relay import LAB_MAIL_ADMIN as _LAB_MAIL_ADMIN
+from lab.relay import relay_ca as _relay_ca
+from lab.relay import relay_data as _relay_data
 
 os.environ.setdefault("ASSOTIC_SECRETS_FILE", str(_SECRETS_STORE))
 os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))
@@ -27,11 +30,36 @@ os.environ.setdefault("ASSOTIC_SECRETS_KEY", str(_SECRETS_KEY))
 os.environ.setdefault("ASSOTIC_OFFLINE", "1")
 
 
+def _lab_mail_data():
+    """roles/mail: the lab's real relay (lab/relay.py), Postfix with STARTTLS and a SASL login
+    as a provider's, delivering every mail into one mailbox the lab tests read. Its certificate
+    comes from a lab CA the hosts trust; its name is only in the hosts' /etc/hosts (never in any
+    DNS), so Postfix looks it up there ("native") and no query about it leaves the machine.
+    Host data, not group data: the preflight (run from group_data/all.py, before the lab's group
+    data is read) checks each host's relay and whether the store has its password.
+    Nothing before `make lab` made the relay's CA: mail then waits in the queue."""
+    relay = _relay_data()
+    if relay is None:
+        return {}
+    return {"mail_relay": relay, "mail_relay_ca": _relay_ca(), "mail_relay_lookup": "native",
+            "mail_admin": _LAB_MAIL_ADMIN}
+
+
+def _documentation_addresses(h):
+    """The lab hosts have no public address, yet `make dns` and `make dns-check` need one for
+    every A and AAAA record: each host gets its own from the documentation ranges
+    (RFC 5737 192.0.2.0/24, RFC 3849 2001:db8::/32), which route nowhere."""
+    number = 10 + _LAB_HOSTS.index(h)
+    return {"public_ipv4": f"192.0.2.{number}", "public_ipv6": f"2001:db8::{number}"}
+
+
 def _lab_host_data(h):
-    """How pyinfra reaches the host (SSH on a loopback port), and where `make audit` runs
-    testssl against its vhosts: its address on Docker's bridge, when the container is up."""
+    """How pyinfra reaches the host (SSH on a loopback port), where `make audit` runs
+    testssl against its vhosts (its address on Docker's bridge, when the container is up),
+    and the lab's mail relay."""
     address = _bridge_address(h)
-    return {**_lab_ssh_data(h), **({"audit_address": address} if address else {})}
+    return {**_lab_ssh_data(h), **_documentation_addresses(h),
+            **({"audit_address": address} if address else {}), **_lab_mail_data()}
 
 
 web = [(h.name, _lab_host_data(h)) for h in _LAB_HOSTS if h.group == "web"]

@@ -1,7 +1,7 @@
-"""`python -m lab up|down|status|restart NAME`: the lab hosts (lab/harness.py)."""
+"""`python -m lab up|down|status|restart NAME`: the lab (lab/cli.py)."""
 
 import sys
 
-from lab.harness import main
+from lab.cli import main
 
 sys.exit(main())

@@ -1,9 +1,7 @@
-"""The local lab: Debian containers with systemd as PID 1, reached over real SSH.
+"""The local lab's hosts: Debian containers with systemd as PID 1, reached over real SSH.
 
-    python -m lab up             build missing images, start every lab host
-    python -m lab down           remove the lab containers (images and keys are kept)
-    python -m lab status         one line per lab host
-    python -m lab restart NAME   restart one host and wait until it is ready again
+`python -m lab up|down|status|restart NAME` (lab/cli.py) brings them up and down, with the
+lab's mail relay (lab/relay.py).
 
 The hosts are declared once, in LAB_HOSTS; inventory/lab.py reads them. pyinfra
 then deploys to the containers exactly as to a real server: over SSH, with a
@@ -15,12 +13,10 @@ with debootstrap (once: they are cached as assotic-lab:<suite>). See docs/lab.md
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -141,32 +137,54 @@ def lab_ssh_data(h: LabHost) -> dict:
     }
 
 
-def run_kwargs(h: LabHost, image: str | None = None, key_id: str = "") -> dict:
-    """docker SDK `containers.run` kwargs for a lab host (the flags LAB.md found to work).
+def systemd_container_kwargs(name: str, hostname: str, image: str, key_id: str) -> dict:
+    """docker SDK kwargs of a container with systemd as PID 1 (the flags LAB.md found to work):
+    every lab host, and the lab's mail relay (lab/relay.py).
 
     --privileged and --cap-add ALL fail in our sandbox: capabilities are added one by one.
     key_id labels the container with the secrets key it is deployed with (secrets_key_id;
     reuse_refusal reads it back).
     """
     return {
-        "image": image or image_tag(h.suite),
+        "image": image,
         "command": ["/lib/systemd/systemd"],
-        "name": container_name(h),
-        "hostname": h.name,
-        "detach": True,
+        "name": name,
+        "hostname": hostname,
         "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
         "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
         "cgroupns": "host",
         "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
         "tmpfs": {"/run": "", "/run/lock": ""},
-        "ports": {"22/tcp": ("127.0.0.1", h.ssh_port)},
         # systemd as PID 1 shuts down cleanly on SIGRTMIN+3 (it ignores SIGTERM).
         "stop_signal": "SIGRTMIN+3",
         # The lab tests restart containers themselves; docker must not do it behind their back.
         "restart_policy": {"Name": "no"},
-        "labels": {"assotic.lab": "1", "assotic.lab.host": h.name,
-                   SECRETS_KEY_LABEL: key_id},
+        "labels": {"assotic.lab": "1", "assotic.lab.host": hostname, SECRETS_KEY_LABEL: key_id},
     }
+
+
+def run_kwargs(h: LabHost, image: str | None = None, key_id: str = "",
+               extra_hosts: dict[str, str] | None = None) -> dict:
+    """docker SDK `containers.run` kwargs for a lab host: SSH published on loopback only.
+    extra_hosts: names for the container's /etc/hosts (the lab's mail relay, lab/relay.py),
+    as a production host finds its relay by DNS."""
+    return {
+        **systemd_container_kwargs(container_name(h), h.name, image or image_tag(h.suite), key_id),
+        "detach": True,
+        "ports": {"22/tcp": ("127.0.0.1", h.ssh_port)},
+        "extra_hosts": extra_hosts or {},
+    }
+
+
+def extra_hosts_refusal(found: list[str] | None, extra_hosts: dict[str, str]) -> str | None:
+    """Why a lab host made with the docker ExtraHosts `found` lacks some of `extra_hosts`
+    (it was made before the lab's mail relay), or None: /etc/hosts is only written when a
+    container is made."""
+    missing = sorted(f"{name}:{address}" for name, address in extra_hosts.items()
+                     if f"{name}:{address}" not in (found or []))
+    if not missing:
+        return None
+    return f"its /etc/hosts lacks {', '.join(missing)} (made before the lab's mail relay)"
 
 
 def known_hosts_line(h: LabHost, pubkey_line: str) -> str:
@@ -461,17 +479,19 @@ def bridge_address(h: LabHost) -> str | None:
         return None
 
 
-def start_container(client, h: LabHost, key_id: str) -> None:
+def start_container(client, h: LabHost, key_id: str, extra_hosts: dict[str, str]) -> None:
     container = get_container(client, h)
     where = f"{h.name} ({debian_release(h.suite)}) on 127.0.0.1:{h.ssh_port}"
-    refusal = container and reuse_refusal(container.labels, key_id)
+    refusal = container and (reuse_refusal(container.labels, key_id)
+                             or extra_hosts_refusal(container.attrs["HostConfig"].get("ExtraHosts"),
+                                                    extra_hosts))
     if refusal:
         say(f"{container.name} cannot be reused: {refusal}; removing it and starting it afresh")
         container.remove(force=True)
         container = None
     if container is None:
         say(f"starting {where}")
-        client.containers.run(**run_kwargs(h, key_id=key_id))
+        client.containers.run(**run_kwargs(h, key_id=key_id, extra_hosts=extra_hosts))
     elif container.status == "running":
         say(f"reusing running {where}")
     else:
@@ -537,82 +557,3 @@ def restart_host(name: str) -> None:
     container.restart(timeout=30)
     wait_until_ready(name, client)
     say(f"{h.name} is ready")
-
-
-# --- Commands ----------------------------------------------------------------------------
-
-
-def up() -> None:
-    client = docker_client(start=True)
-    ensure_images(client)
-    pubkey = ensure_ssh_key()
-    key_id = ensure_secrets_key()  # first: it decides which containers can be reused
-    for h in LAB_HOSTS:  # start all first: they boot in parallel
-        start_container(client, h, key_id)
-    for h in LAB_HOSTS:
-        wait_until_ready(h.name, client)
-        prepare_container(client, h, pubkey)
-        wait_until_ready(h.name, client)  # sshd may have just been restarted with new keys
-        say(f"{h.name} is ready")
-    write_known_hosts(client)
-    say("up")
-
-
-def down() -> None:
-    client = docker_client(start=False)
-    for h in LAB_HOSTS:
-        container = get_container(client, h)
-        if container is None:
-            say(f"{h.name}: no container")
-        else:
-            container.remove(force=True)
-            say(f"{h.name}: removed")
-
-
-def status() -> None:
-    try:
-        client = docker_client(start=False)
-    except LabError:
-        client = None
-    for h in LAB_HOSTS:
-        if client is None:
-            state = "no docker engine"
-        else:
-            container = get_container(client, h)
-            state = container.status if container else "absent"
-        print(
-            f"{h.name:<8} {debian_release(h.suite):<10} {state:<12} 127.0.0.1:{h.ssh_port}"
-        )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lab", description="The local lab (see docs/lab.md)."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="build missing images, start and prepare every lab host")
-    commands.add_parser("down", help="remove the lab containers (images and .lab/ssh are kept)")
-    commands.add_parser("status", help="one line per lab host")
-    restart = commands.add_parser("restart", help="restart one host, wait until it is ready")
-    restart.add_argument("name", choices=[h.name for h in LAB_HOSTS])
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "up":
-            up()
-        elif args.command == "down":
-            down()
-        elif args.command == "status":
-            status()
-        elif args.command == "restart":
-            restart_host(args.name)
-    except LabError as error:
-        print(f"lab: error: {error}", file=sys.stderr)
-        return 1
-    except subprocess.CalledProcessError as error:
-        print(f"lab: error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,6 +22,7 @@ from typing import Any
 
 from assotic.artifacts import Artifact, choose_release, instance_key
 from assotic.layout import BACKED_UP_GROUPS, backup_job, release_marker_path
+from assotic.mail import MailPlan, mail_plan, parse_relay
 from assotic.mattermost import MattermostInstance
 from assotic.needs import AppInstance, BackupSpec, HostNeeds
 from assotic.tenants import Retention, Tenant
@@ -112,6 +113,8 @@ class HostPlan:
     backups: tuple[PlannedBackup, ...]  # one per instance, in need order
     host_backup_paths: tuple[str, ...]  # what a group role adds to the host's own backup job
     secrets: Any = field(repr=False, default=None)  # the store: the one way secrets reach roles
+    # Where the host's Postfix relays mail: the platform's relay, the associations' own.
+    mail: MailPlan = MailPlan(default=None, by_sender=(), admin=None)
 
     @property
     def backed_up(self) -> bool:
@@ -157,7 +160,15 @@ def plan_host(host_name: str, host_data: Any, groups: Any, debian: str,
         backups=tuple(PlannedBackup(spec, retention_for(spec, platform.tenants)) for spec in needs.backups),
         host_backup_paths=bbb.backup_paths(host_data) if "bbb" in groups else (),
         secrets=platform.secrets,
+        mail=mail_plan(parse_relay(getattr(host_data, "mail_relay", None)),
+                       _served_tenants(apps), getattr(host_data, "mail_admin", None)),
     )
+
+
+def _served_tenants(apps: list[AppPlan]) -> list[Tenant]:
+    """Every association with an app on the host, once (a shared Mattermost serves several)."""
+    served = {t.slug: t for app in apps for t in app.tenants}
+    return list(served.values())
 
 
 def _subjects(host_name: str, platform: Any):

@@ -23,7 +23,8 @@ from typing import Any
 
 from assotic.templating import template_environment
 
-from assotic.layout import (BACKUP_STAGING_DIR, BACKUP_STATE_DIR, BACKUP_STATUS_DIR, HOST_BACKUP_JOB, backup_job,
+from assotic.layout import (BACKUP_STAGING_DIR, BACKUP_STATE_DIR, BACKUP_STATUS_DIR, HOST_BACKUP_JOB,
+                            LOCAL_SMTP_HOST, LOCAL_SMTP_PORT, backup_job,
                             backup_unit, host_secret)
 from assotic.needs import BackupSpec
 from assotic.tenants import Retention
@@ -56,9 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "backup_check_subsets": 12,  # the weekly check reads 1/12 of the data: all of it in 12 weeks
     "backup_host_retention": {"daily": 7, "weekly": 4, "monthly": 6},
     "backup_push_url": None,  # healthchecks-style: GET <url> on success, POST <url>/fail on failure
-    "backup_alert_email": None,  # e-mail alerts through msmtp (needs backup_smtp)
-    # {"host": ..., "port": 587, "user": ..., "from": ..., "password_secret": "backup/smtp_password"}
-    "backup_smtp": None,
+    # E-mail alerts, through the host's Postfix (roles/mail); default: data mail_admin.
+    "backup_alert_email": None,
     "backup_lock_wait_s": 7200,
 }
 
@@ -118,6 +118,7 @@ class BackupContext:
     extra_env: tuple[tuple[str, str], ...]
     push_url: str | None
     mail_to: str | None
+    mail_from: str | None
     check_subsets: int
     lock_wait_s: int
     marker: str = MARKER
@@ -127,6 +128,7 @@ class BackupContext:
     lib_path: str = LIB_PATH
     ssh_alias: str = SSH_ALIAS
     lock_file: str = LOCK_FILE
+    smtp_url: str = f"smtp://{LOCAL_SMTP_HOST}:{LOCAL_SMTP_PORT}"  # the host's Postfix (roles/mail)
 
     @property
     def writable_paths(self) -> tuple[str, ...]:
@@ -232,8 +234,16 @@ def jobs_for(backups: list, host_name: str, data: Any, extra_host_paths: tuple[s
     return [*jobs, host_job(host_name, data, extra_host_paths)]
 
 
+def _data(data: Any, name: str) -> Any:
+    """A knob another role owns (roles/mail's mail_admin, mail_host_from), None when unset."""
+    return data.get(name) if isinstance(data, dict) else getattr(data, name, None)
+
+
 def backup_context(host_name: str, data: Any, secrets: Any = None) -> BackupContext | None:
     """The repository settings of a host, or None when data names no backup target."""
+    if _data(data, "backup_smtp") is not None:
+        raise BackupDataError("backup_smtp is gone: alerts go through the host's Postfix, which "
+                              "relays with data mail_relay (docs/mail.md); remove backup_smtp")
     target = knob(data, "backup_target")
     if not target:
         return None
@@ -258,7 +268,9 @@ def backup_context(host_name: str, data: Any, secrets: Any = None) -> BackupCont
     return BackupContext(
         host=host_name, repository=repository, sftp=sftp, target=tgt,
         extra_env=tuple(extra_env), push_url=knob(data, "backup_push_url"),
-        mail_to=knob(data, "backup_alert_email"),
+        mail_to=knob(data, "backup_alert_email") or _data(data, "mail_admin"),
+        # The host's own sender (roles/mail); Postfix rewrites root@<host> to it anyway.
+        mail_from=_data(data, "mail_host_from") or _data(data, "mail_admin") or f"root@{host_name}",
         check_subsets=int(knob(data, "backup_check_subsets")),
         lock_wait_s=int(knob(data, "backup_lock_wait_s")),
     )
@@ -278,13 +290,6 @@ def known_hosts_text(context: BackupContext) -> str:
     t = context.target
     where = t.address if t.port == 22 else f"[{t.address}]:{t.port}"
     return "".join(f"{where} {' '.join(k.split()[:2])}\n" for k in t.known_hosts)
-
-
-def msmtprc(smtp: dict, password: str) -> str:
-    lines = ["# " + MARKER, "defaults", "auth on", "tls on", "tls_trust_file /etc/ssl/certs/ca-certificates.crt",
-             "account default", f"host {smtp['host']}", f"port {int(smtp.get('port', 587))}",
-             f"user {smtp['user']}", f"from {smtp['from']}", f"password {password}"]
-    return "\n".join(lines) + "\n"
 
 
 def rendered_files(context: BackupContext, jobs: list[Job]) -> dict[str, tuple[str, str]]:
@@ -350,13 +355,12 @@ def backup(plan: Any) -> None:
 
 
 def _install_packages(context: BackupContext | None) -> None:
-    """restic and its tools, msmtp when alerts go by e-mail. Installed even without a backup
+    """restic and its tools (curl also sends the alert mails). Installed even without a backup
     target: any web host can be a restore target (commands/restore.py runs restic there),
     the drill's throw-away host included."""
     from pyinfra.operations import apt
 
-    packages = PACKAGES + (["msmtp"] if context and context.mail_to else [])
-    apt.packages(name="Install restic and the backup tools", packages=packages, cache_time=86400,
+    apt.packages(name="Install restic and the backup tools", packages=PACKAGES, cache_time=86400,
                  update=True)
 
 
@@ -382,9 +386,9 @@ def _put_secret(path: str, text: str) -> None:
 
 
 def _install_secrets(context: BackupContext, secrets: Any, data: Any) -> None:
-    """The repository's password and environment, the SSH key of an SFTP target, and msmtp's
-    settings with their password when alerts go by e-mail."""
+    """The repository's password and environment, and the SSH key of an SFTP target."""
     from pyinfra import host
+    from pyinfra.operations import files
 
     from .sshkey import private_key_text
 
@@ -393,12 +397,9 @@ def _install_secrets(context: BackupContext, secrets: Any, data: Any) -> None:
     if context.sftp:
         _put_secret(f"{ETC_DIR}/id_ed25519", private_key_text(
             secrets.get(host_secret(host.name, "backup_ssh_key")), f"assotic-backup@{host.name}"))
-    if context.mail_to:
-        smtp = knob(data, "backup_smtp") or {}
-        if not smtp.get("password_secret"):
-            raise BackupDataError("backup_alert_email needs backup_smtp with host, user, from "
-                                  "and password_secret (docs/backup.md)")
-        _put_secret(f"{ETC_DIR}/msmtprc", msmtprc(smtp, secrets.get(smtp["password_secret"])))
+    # An msmtp configuration of earlier deploys held a relay password: alerts use Postfix now.
+    files.file(name=f"Remove {ETC_DIR}/msmtprc (alerts go through Postfix)", path=f"{ETC_DIR}/msmtprc",
+               present=False)
 
 
 def _install_scripts(context: BackupContext, jobs: list[Job]) -> None:

@@ -76,8 +76,9 @@ SWAP_FILE = "/swapfile"
 
 
 @deploy("Base host", data_defaults=DEFAULTS)
-def base(firewall_openings: list[Opening]) -> None:
-    settings = BaseSettings.from_data(host.data, openings=firewall_openings)
+def base(firewall_openings: list[Opening], update_report_mail_to: str | None = None) -> None:
+    settings = BaseSettings.from_data(host.data, openings=firewall_openings,
+                                      update_report_mail_to=update_report_mail_to)
     in_container = host.get_fact(ContainerType) != "none"
 
     distribution = host.get_fact(LinuxDistribution)

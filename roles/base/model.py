@@ -153,10 +153,13 @@ class BaseSettings:
     base_extra_packages: tuple[str, ...] = ()
     apt_mirror: str = DEFAULTS["apt_mirror"]
     apt_security_mirror: str = DEFAULTS["apt_security_mirror"]
+    # Where unattended-upgrades mails its reports: the plan's mail_admin (roles/mail relays it).
+    update_report_mail_to: str | None = None
     openings: tuple[Opening, ...] = field(default=())
 
     @classmethod
-    def from_data(cls, data: Any, openings: Iterable[Opening] = ()) -> BaseSettings:
+    def from_data(cls, data: Any, openings: Iterable[Opening] = (),
+                  update_report_mail_to: str | None = None) -> BaseSettings:
         """Build from pyinfra host data (or any object/dict with the knobs); raises on bad values."""
 
         def get(name: str) -> Any:
@@ -207,6 +210,7 @@ class BaseSettings:
             base_extra_packages=tuple(extra),
             apt_mirror=get("apt_mirror").rstrip("/"),
             apt_security_mirror=get("apt_security_mirror").rstrip("/"),
+            update_report_mail_to=update_report_mail_to,
             openings=tuple(openings),
         )
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assotic.artifacts import Artifact
+from assotic.layout import LOCAL_SMTP_HOST, LOCAL_SMTP_PORT
 from assotic.needs import AppInstance, BackupSpec, Database, HostNeeds, Vhost, as_instance_user
 from assotic.tenants import Tenant
 from roles.standin import STANDIN_ROOT
@@ -141,7 +142,8 @@ def _knob(data: Any, name: str) -> Any:
     return DEFAULTS[name] if value is None else value
 
 
-def environment(inst: MattermostInstance, db_password: str, data: Any = None) -> list[tuple[str, str]]:
+def environment(inst: MattermostInstance, db_password: str, data: Any = None,
+                sender: tuple[str, str | None] | None = None) -> list[tuple[str, str]]:
     """The MM_* variables of the instance's environment file, in a stable order.
 
     Every path Mattermost writes is under the instance's home: the release tree is shared
@@ -173,6 +175,7 @@ def environment(inst: MattermostInstance, db_password: str, data: Any = None) ->
         ("MM_NOTIFICATIONLOGSETTINGS_FILELOCATION", home.log_dir),
         ("MM_TEAMSETTINGS_MAXUSERSPERTEAM", str(max_users)),
         ("MM_TEAMSETTINGS_ENABLEOPENSERVER", "true" if open_server else "false"),
+        *mail_variables(*(sender or inst.mail_sender([]))),
         ("ASSOTIC_MATTERMOST_INSTANCE", inst.name),
     ]
     for name, value in variables:
@@ -181,8 +184,26 @@ def environment(inst: MattermostInstance, db_password: str, data: Any = None) ->
     return variables
 
 
-def env_file(inst: MattermostInstance, db_password: str, data: Any = None) -> str:
-    context = {"name": inst.name, "user": inst.user, "variables": environment(inst, db_password, data)}
+def mail_variables(mail_from: str, reply_to: str | None) -> list[tuple[str, str]]:
+    """EmailSettings: notifications and password resets through the host's Postfix on
+    loopback (roles/mail), which relays them with TLS and a login; nothing of either here.
+    Upstream's default server is localhost:10025 (model/config.go EmailSMTPDefaultPort),
+    where nothing listens."""
+    return [
+        ("MM_EMAILSETTINGS_SENDEMAILNOTIFICATIONS", "true"),
+        ("MM_EMAILSETTINGS_SMTPSERVER", LOCAL_SMTP_HOST),
+        ("MM_EMAILSETTINGS_SMTPPORT", str(LOCAL_SMTP_PORT)),
+        ("MM_EMAILSETTINGS_CONNECTIONSECURITY", ""),
+        ("MM_EMAILSETTINGS_ENABLESMTPAUTH", "false"),
+        ("MM_EMAILSETTINGS_FEEDBACKEMAIL", mail_from),
+        ("MM_EMAILSETTINGS_REPLYTOADDRESS", reply_to or ""),
+    ]
+
+
+def env_file(inst: MattermostInstance, db_password: str, data: Any = None,
+             sender: tuple[str, str | None] | None = None) -> str:
+    context = {"name": inst.name, "user": inst.user,
+               "variables": environment(inst, db_password, data, sender)}
     return render("mattermost/instance.env.j2", env=context)
 
 
@@ -316,9 +337,10 @@ def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
             # Their password is random and known to nobody: they choose theirs from the
             # reset link Mattermost e-mails them (needs the instance's SMTP settings).
             reset = json.dumps({"email": step.email})
+            # Mattermost answers once the host's Postfix has the mail (roles/mail, installed
+            # before the apps): a failure here is a real one, and stops the deploy.
             commands.append(f"{api} -X POST -H 'Content-Type: application/json' "
-                            f"--data {shlex.quote(reset)} {base}/users/password/reset/send >/dev/null "
-                            "|| echo 'assotic: could not send the password reset e-mail (SMTP?)'")
+                            f"--data {shlex.quote(reset)} {base}/users/password/reset/send >/dev/null")
         return commands
     if step.kind == "add_member":
         # mmctl exits 0 even when the server refuses the member (team_users.go prints the error
@@ -341,6 +363,7 @@ def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
 _code_scheduled: set[tuple[str, str]] = set()
 # The operation writing UNIT_TEMPLATE on each host (rendered once, followed by every instance).
 _unit_template_ops: dict = {}
+_standin_code_ops: dict = {}
 
 
 def deploy(app, secrets: Any) -> None:
@@ -359,8 +382,9 @@ def mattermost(inst: MattermostInstance, release: Artifact | None, local_release
 
     changed = _install_code(inst, release, local_release_path)
     _create_data_folders(inst)
-    changed += _install_configuration(inst, release, secrets)
-    _restart_and_enable(inst, changed)
+    changed += _install_configuration(inst, release, secrets, inst.mail_sender(list(tenants)))
+    # The stand-in's script is not named by the drop-in: its own date tells a restart is due.
+    _restart_and_enable(inst, changed, code_files=[STANDIN_FILE] if release is None else [])
 
     if release is None:
         host.noop(f"!!! mattermost instance {inst.name}: the stand-in has no mmctl; teams "
@@ -406,7 +430,12 @@ def _install_standin(inst: MattermostInstance) -> list:
                      packages=list(STANDIN_PACKAGES), cache_time=86400, update=True)
         files.directory(name=f"Create {STANDIN_ROOT}", path=STANDIN_ROOT, user="root",
                         group="root", mode="0755", present=True)
-    return [put_text(STANDIN_FILE, standin_code(), mode="0755")]
+    # One script for every instance of the host: each instance's restart follows the one
+    # operation that writes it (a second put_text would find nothing to do, and the second
+    # instance kept running the old script: seen on the lab's instance ulap).
+    if host.name not in _standin_code_ops:
+        _standin_code_ops[host.name] = put_text(STANDIN_FILE, standin_code(), mode="0755")
+    return [_standin_code_ops[host.name]]
 
 
 def _create_data_folders(inst: MattermostInstance) -> None:
@@ -420,7 +449,8 @@ def _create_data_folders(inst: MattermostInstance) -> None:
                         user=inst.user, group=inst.user, mode="0750", present=True)
 
 
-def _install_configuration(inst: MattermostInstance, release: Artifact | None, secrets: Any) -> list:
+def _install_configuration(inst: MattermostInstance, release: Artifact | None, secrets: Any,
+                           sender: tuple[str, str | None]) -> list:
     """What the unit reads: the instance's environment file, the host's one unit template and
     the instance's release drop-in. Returns the operations that changed them (the restart's)."""
     from pyinfra import host
@@ -432,7 +462,7 @@ def _install_configuration(inst: MattermostInstance, release: Artifact | None, s
                     mode="0755", present=True)
     # Credentials inside: root writes it, the instance's group (its user only) reads it.
     changed = [put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
-                                                 host.data), mode="0640", user="root",
+                                                 host.data, sender), mode="0640", user="root",
                         group=inst.user)]
     # One template for every instance of the host, rendered with the first one; each instance's
     # restart follows its change (the later ones' stamps were read before it was written).
@@ -443,7 +473,7 @@ def _install_configuration(inst: MattermostInstance, release: Artifact | None, s
     return changed
 
 
-def _restart_and_enable(inst: MattermostInstance, changed: list) -> None:
+def _restart_and_enable(inst: MattermostInstance, changed: list, code_files: list[str]) -> None:
     """Restart the unit after new code, unit or environment, and keep it enabled and running."""
     from pyinfra.operations import systemd
 
@@ -456,7 +486,8 @@ def _restart_and_enable(inst: MattermostInstance, changed: list) -> None:
     # caught up by the next one (reload_after).
     reload_after(f"Restart {unit_name(inst)} (new code, unit or environment)",
                  f"systemctl daemon-reload && systemctl restart {unit_name(inst)}", changed,
-                 stamp=unit_name(inst), covers=[env_path(inst), UNIT_TEMPLATE, dropin_path(inst)])
+                 stamp=unit_name(inst),
+                 covers=[env_path(inst), UNIT_TEMPLATE, dropin_path(inst), *code_files])
     systemd.service(name=f"Enable and start {unit_name(inst)}", service=unit_name(inst),
                     running=True, enabled=True)
 

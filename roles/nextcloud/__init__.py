@@ -28,6 +28,7 @@ from io import StringIO
 from typing import Any
 
 from assotic.artifacts import OPT_ROOT, Artifact
+from assotic.layout import LOCAL_SMTP_HOST, LOCAL_SMTP_PORT
 from assotic.needs import (AppInstance, BackupSpec, Database, HostNeeds, PhpPool, RedisInstance, StaticAlias,
                            Timer, Vhost, as_instance_user)
 from assotic.tenants import Tenant, quota_bytes
@@ -87,10 +88,10 @@ LEGACY_MANAGED_KEYS = ("memcache.locking",)
 DEFAULTS: dict[str, Any] = {
     "nextcloud_phone_region": "FR",
     "nextcloud_maintenance_window_start": 1,  # 01:00-05:00 UTC
-    "nextcloud_mail_smtpmode": "sendmail",
-    "nextcloud_mail_smtphost": None,
-    "nextcloud_mail_smtpport": 25,
-    "nextcloud_mail_from": "noreply",
+    # The host's Postfix (roles/mail) on loopback: no TLS, no login there; it relays with both.
+    "nextcloud_mail_smtpmode": "smtp",
+    "nextcloud_mail_smtphost": LOCAL_SMTP_HOST,
+    "nextcloud_mail_smtpport": LOCAL_SMTP_PORT,
     "timezone": "Europe/Paris",
 }
 
@@ -292,8 +293,9 @@ def config_context(tenant: Tenant, release: Artifact, redis_password: str,
         mail_smtpmode=_knob(data, "nextcloud_mail_smtpmode"),
         mail_smtphost=_knob(data, "nextcloud_mail_smtphost"),
         mail_smtpport=int(_knob(data, "nextcloud_mail_smtpport")),
-        mail_from_address=_knob(data, "nextcloud_mail_from"),
-        mail_domain=domain(tenant),
+        # Nextcloud builds its sender from two keys: <mail_from_address>@<mail_domain>.
+        mail_from_address=tenant.mail_from.split("@")[0],
+        mail_domain=tenant.mail_from.split("@")[1],
     )
 
 
@@ -415,7 +417,7 @@ def nextcloud(tenant: Tenant, release: Artifact | None, local_release_path, secr
     inst = instance(tenant)
     _assets_folders(inst)
     if release is None:
-        _standin(inst, secrets)
+        _standin(inst, secrets, tenant)
         return
     unpacked = install_release(release, local_release_path)
     fragment = _config_files(tenant, release, secrets)
@@ -444,13 +446,14 @@ def _assets_folders(inst: AppInstance) -> None:
                     group=inst.user, mode="0755", present=True)
 
 
-def _standin(inst: AppInstance, secrets: Any) -> None:
+def _standin(inst: AppInstance, secrets: Any, tenant: Tenant) -> None:
     standin_role.standin(inst, standin_role.standin_config(
         inst,
         database={"driver": "pgsql", "host": DB_HOST, "port": DB_PORT, "name": inst.user,
                   "user": inst.user, "password": secrets.get(inst.secret("db_password"))},
         redis={"socket": RedisInstance(inst, "").socket, "user": RedisInstance(inst, "").acl_user,
                "password": secrets.get(inst.secret("redis_password"))},
+        mail=standin_role.standin_mail(tenant),
     ))
 
 

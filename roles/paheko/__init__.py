@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assotic.artifacts import Artifact
+from assotic.layout import LOCAL_SMTP_HOST, LOCAL_SMTP_PORT
 from assotic.needs import AppInstance, BackupSpec, HostNeeds, PhpPool, Timer, Vhost, as_instance_user
 from assotic.tenants import Tenant
 from roles import standin as standin_role
@@ -159,13 +160,17 @@ class PahekoContext:
     plugins_root: str
     secret_key: str
     secret_name: str
+    mail_from: str
+    smtp_host: str = LOCAL_SMTP_HOST
+    smtp_port: int = LOCAL_SMTP_PORT
 
 
 def config_local(tenant: Tenant, secret_key: str, release: Artifact) -> str:
     inst = instance(tenant)
     context = PahekoContext(tenant_name=tenant.name, url=f"https://{domain(tenant)}/",
                             data_root=inst.data_dir, plugins_root=f"{release.install_dir}/data/plugins",
-                            secret_key=secret_key, secret_name=inst.secret("secret_key"))
+                            secret_key=secret_key, secret_name=inst.secret("secret_key"),
+                            mail_from=tenant.mail_from)
     return render("paheko/config.local.php.j2", paheko=context)
 
 
@@ -218,7 +223,8 @@ def paheko(tenant: Tenant, release: Artifact | None, local_release_path, secrets
     inst = instance(tenant)
     if release is None:
         standin_role.standin(inst, standin_role.standin_config(
-            inst, database={"driver": "sqlite", "path": f"{inst.data_dir}/standin.sqlite"}))
+            inst, database={"driver": "sqlite", "path": f"{inst.data_dir}/standin.sqlite"},
+            mail=standin_role.standin_mail(tenant)))
         return
 
     install_release(release, local_release_path)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from assotic.layout import LOCAL_SMTP_HOST, LOCAL_SMTP_PORT
 from assotic.needs import AppInstance, PhpPool, Timer, Vhost
 
 from assotic.templating import render
 
 STANDIN_ROOT = "/opt/assotic/standin"
-CODE_FILES = ("index.php", "cron.php")
+CODE_FILES = ("index.php", "cron.php", "mail.php")
 CONFIG_NAME = "standin.json"
 CONFIG_ENV = "ASSOTIC_STANDIN_CONFIG"
 BANNER = "assotic stand-in app: NOT the real application (roles/standin, docs/apps.md)"
@@ -42,8 +43,9 @@ def code_files() -> dict[str, str]:
 
 
 def standin_config(instance: AppInstance, database: dict[str, Any],
-                   redis: dict[str, Any] | None = None) -> str:
-    """<home>/config/standin.json: what the stand-in checks, with the credentials to do it."""
+                   redis: dict[str, Any] | None = None, mail: dict[str, Any] | None = None) -> str:
+    """<home>/config/standin.json: what the stand-in checks, with the credentials to do it.
+    `mail`: {host, port, from, reply_to}, the SMTP settings the real app gets (mail.php)."""
     config: dict[str, Any] = {
         "app": instance.app,
         "tenant": instance.slug,
@@ -51,9 +53,17 @@ def standin_config(instance: AppInstance, database: dict[str, Any],
         "data_dir": instance.data_dir,
         "database": database,
     }
+    if mail is not None:
+        config["mail"] = mail
     if redis is not None:
         config["redis"] = redis
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def standin_mail(tenant) -> dict[str, Any]:
+    """The SMTP settings the real app of `tenant` gets: the host's Postfix, its sender."""
+    return {"host": LOCAL_SMTP_HOST, "port": LOCAL_SMTP_PORT, "from": tenant.mail_from,
+            "reply_to": tenant.mail_reply_to}
 
 
 def standin_pool(instance: AppInstance, extensions: tuple[str, ...],

@@ -20,7 +20,24 @@ DEFAULTS: dict[str, Any] = {
     "acme_email": None,
     "tls_self_signed": False,
     "acme_lab_server": False,
+    # The CAA issuer domain of the ACME CA (`make dns`); None: known from acme_directory.
+    "acme_caa_issuer": None,
 }
+
+# The issuer domain each public ACME directory's CA names in CAA records (RFC 8659).
+CAA_ISSUERS = {
+    LETS_ENCRYPT_PRODUCTION: "letsencrypt.org",
+    "https://acme-staging-v02.api.letsencrypt.org/directory": "letsencrypt.org",
+}
+
+
+def caa_issuer(data: Any) -> str | None:
+    """The CAA issuer for a host's certificates, or None (a private CA such as the lab's)."""
+    def get(name: str) -> Any:
+        value = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
+        return DEFAULTS[name] if value is None else value
+
+    return get("acme_caa_issuer") or CAA_ISSUERS.get(get("acme_directory"))
 
 # certbot's webroot: nginx serves /.well-known/acme-challenge/ from here for every name on
 # port 80 (roles/nginx), certbot writes the challenge files into it.

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab import relay
 from lab.harness import LAB_HOSTS, container_name
 from assotic.runlog import changed_operation_names, changed_operations_per_host
 from tests.lab.shell import sh
@@ -171,6 +172,7 @@ rm -f {SQLITE}
 
 def test_target_unreachable_fails_loudly_then_recovers(backed_up):
     before = status_files(WEB)
+    mails_before = set(relay.mailbox())
     target = container_name(next(h for h in LAB_HOSTS if h.group == "backup"))
     subprocess.run(["docker", "exec", target, "systemctl", "stop", "ssh.socket", "ssh.service"], check=False)
     try:
@@ -181,6 +183,13 @@ def test_target_unreachable_fails_loudly_then_recovers(backed_up):
         assert status_files(WEB) == before, "a failed run must not touch the status files"
         staging = sh(WEB, "ls /var/lib/assotic/backup/staging/").stdout
         assert not any(job in staging for job in JOBS), "the failed job left its staging behind"
+        # The alert goes through the host's Postfix and the lab's real relay to the hosting
+        # team (data mail_admin; inventory/lab.py), from the hosts' own sender.
+        alert = relay.wait_for_mail(lambda m: m["Subject"].startswith("assotic backup FAILED")
+                                    and JOBS[0] in m["Subject"], skip=mails_before)
+        assert alert["X-Original-To"] == relay.LAB_MAIL_ADMIN, alert["X-Original-To"]
+        assert WEB in alert["Subject"]
+        print(f"alert received by the relay: {alert['Subject']} (from {alert['From']})")
     finally:
         subprocess.run(["docker", "exec", target, "systemctl", "start", "ssh.service"], check=True)
     time.sleep(2)

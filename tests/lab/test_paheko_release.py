@@ -146,3 +146,50 @@ SQL""")
     sh(host, f"{sql} 'DROP TABLE drill'")
     per_host = changed_operations_per_host(deploy())
     assert per_host == {h.name: 0 for h in LAB_HOSTS}, per_host
+
+
+# Sends one mail through Paheko's own sender, Emails::send (Emails.php 1.3.18 lines 696-763:
+# From becomes MAIL_SENDER, Reply-To the association's address, Return-Path MAIL_RETURN_PATH,
+# then sendMessage's SMTP client with the SMTP_* constants), as its queue does for each row.
+# Not through Emails::queue and `paheko queue run`: the queue first checks that the
+# recipient's domain has an MX record (Email::validateAddress, Email.php lines 221-256, from
+# Emails.php line 431) with a DNS query beyond the lab, and the lab's domains have none.
+# argv = config file, release folder, recipient.
+SEND_ONE_MAIL = r"""<?php
+namespace Paheko;
+define('Paheko\CONFIG_FILE', $argv[1]);
+require $argv[2] . '/include/init.php';
+use Paheko\Email\Emails;
+use Paheko\Entities\Email\Email;
+$send = new \ReflectionMethod(Emails::class, 'send');
+$send->setAccessible(true);
+$headers = ['From' => Emails::getFromHeader(), 'To' => $argv[3],
+            'Subject' => 'assotic lab: Paheko test mail'];
+$sent = $send->invoke(null, Emails::CONTEXT_SYSTEM, Email::getHash($argv[3]), $headers,
+                      "Bonjour, ceci est un message de test de Paheko.", null);
+echo $sent ? "sent\n" : "not sent\n";
+"""
+
+
+def test_paheko_s_own_sender_reaches_the_relay_from_the_associations_sender(deployed):
+    """Paheko's own mail code, with the config.local.php the deploy wrote: SMTP to the host's
+    Postfix, then the lab's real relay."""
+    import uuid
+    from email.utils import parseaddr
+
+    from lab import relay
+
+    tenant = next(t for t in deployed.tenants if t.slug == TENANT)
+    inst = paheko.instance(tenant)
+    host = tenant.apps.paheko.host
+    version = deployed.release_set.get("paheko").artifact.version
+    recipient = f"paheko-real-{uuid.uuid4().hex[:8]}@lab.example.org"
+    command = shlex.join([*as_instance_user(inst.user), "/usr/bin/php", "--",
+                          paheko.config_path(inst), f"/opt/assotic/paheko-{version}", recipient])
+    answer = sh(host, f"{command} <<'PHP'\n{SEND_ONE_MAIL}PHP\n").stdout
+    assert "sent" in answer.split(), answer
+    mail = relay.wait_for_mail(lambda m: m["X-Original-To"] == recipient)
+    print("Paheko's mail, as the relay received it:\n" + mail.as_string()[:3000])
+    assert parseaddr(mail["Return-Path"])[1] == tenant.mail_from, "the envelope sender (MAIL_RETURN_PATH)"
+    assert parseaddr(mail["From"])[1] == tenant.mail_from, "the From (MAIL_SENDER)"
+    assert "Paheko test mail" in mail["Subject"]

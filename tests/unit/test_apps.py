@@ -181,7 +181,10 @@ def test_nextcloud_config_fragment(tenant, tmp_path):
         "'upgrade.disable-web' => true",
         f"'path' => '{home}/apps', 'url' => '/custom_apps', 'writable' => true",
         "'path' => '/opt/assotic/nextcloud-34.0.4/apps', 'url' => '/apps', 'writable' => false",
-        f"'mail_domain' => '{tenant.apps.nextcloud.domain}'",
+        f"'mail_domain' => '{tenant.apps.nextcloud.domain}'",  # the default sender no-reply@<domain>
+        "'mail_from_address' => 'no-reply'",
+        "'mail_smtpmode' => 'smtp'",
+        "'mail_smtphost' => '127.0.0.1'",
         f"'logfile' => '{home}/log/nextcloud.log'",
     ):
         assert expected in text, expected
@@ -193,9 +196,9 @@ def test_nextcloud_config_fragment(tenant, tmp_path):
 def test_nextcloud_knobs_come_from_host_data():
     t = NEXTCLOUD_TENANTS[0]
     context = nextcloud.config_context(t, NEXTCLOUD, "pw", {"nextcloud_phone_region": "BE",
-                                                            "nextcloud_mail_smtphost": "127.0.0.1"})
+                                                            "nextcloud_mail_smtpport": 2525})
     text = nextcloud.config_fragment(context)
-    assert "'default_phone_region' => 'BE'" in text and "'mail_smtphost' => '127.0.0.1'" in text
+    assert "'default_phone_region' => 'BE'" in text and "'mail_smtpport' => 2525" in text
 
 
 @pytest.mark.parametrize("tenant", NEXTCLOUD_TENANTS, ids=ids(NEXTCLOUD_TENANTS))
@@ -271,6 +274,21 @@ def test_paheko_config_local(tenant, tmp_path, capsys):
     assert "SECRET[" not in capsys.readouterr().out + capsys.readouterr().err
 
 
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli is not installed here")
+def test_paheko_sends_through_the_hosts_postfix_from_the_associations_sender(tmp_path):
+    """PHP itself reads the rendered constants: Emails.php sends over SMTP when SMTP_HOST is set,
+    and resolves SMTP_SECURITY as a \\KD2\\SMTP constant ('NONE' -> NONE, no TLS on loopback)."""
+    tenant = PAHEKO_TENANTS[0]
+    config = tmp_path / "config.local.php"
+    config.write_text(paheko.config_local(tenant, "key", PAHEKO))
+    probe = ("include $argv[1]; echo json_encode([\\Paheko\\SMTP_HOST, \\Paheko\\SMTP_PORT, "
+             "\\Paheko\\SMTP_SECURITY, \\Paheko\\SMTP_USER, \\Paheko\\MAIL_SENDER, "
+             "\\Paheko\\MAIL_RETURN_PATH]);")
+    out = subprocess.run(["php", "-r", probe, str(config)], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == ["127.0.0.1", 25, "NONE", None, tenant.mail_from, tenant.mail_from]
+    assert tenant.mail_from == f"no-reply@{tenant.domains()[0][1]}"  # the default: no mail section
+
+
 def test_php_literals_cannot_break_out_of_their_string():
     assert php_literal("it's \\ fine") == "'it\\'s \\\\ fine'"
     assert php_literal(["a", 1, True, None]) == "['a', 1, true, null]"
@@ -291,12 +309,35 @@ def test_paheko_init_runs_as_the_user_with_a_password_file(tenant):
 
 def test_standin_code_says_what_it_is(tmp_path):
     code = standin.code_files()
-    assert set(code) == {"index.php", "cron.php"}
+    assert set(code) == {"index.php", "cron.php", "mail.php"}
     for name, text in code.items():
         assert "NOT the real application" in text
         php_lint(tmp_path, name, text)
     assert "'standin' => true" in code["index.php"]
     assert "the real release was not provided" in code["index.php"]
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli is not installed here")
+def test_the_standin_sends_one_mail_over_smtp_from_the_associations_sender(tmp_path):
+    """mail.php as the lab runs it, against a loopback SMTP listener: the envelope and the
+    headers carry the association's sender, the server's answer is printed."""
+    from test_backup import smtp_listener
+
+    port, thread, received = smtp_listener()
+    (tmp_path / "mail.php").write_text(standin.code_files()["mail.php"])
+    config = tmp_path / "standin.json"
+    config.write_text(json.dumps({"app": "paheko", "tenant": "ulap", "mail": {
+        "host": "127.0.0.1", "port": port, "from": "no-reply@gestion.ulap.example.org",
+        "reply_to": "bureau@ulap.example.org"}}))
+    result = subprocess.run(["php", str(tmp_path / "mail.php"), str(config), "test@lab.example.org"],
+                            capture_output=True, text=True, timeout=60)
+    thread.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("250")
+    assert received["from"] == "<no-reply@gestion.ulap.example.org>"
+    assert received["to"] == "<test@lab.example.org>"
+    assert "Reply-To: bureau@ulap.example.org" in received["body"]
+    assert "Subject: assotic stand-in test mail: paheko of ulap" in received["body"]
 
 
 @pytest.mark.parametrize("app, tenant, needs", list(all_needs()))

@@ -220,3 +220,91 @@ def test_restore_fills_the_instance_as_deployed_on_the_target():
     assert pick_spec("paheko", "ulap", on_target, on_source).sqlite == on_target[1].sqlite
     assert pick_spec("paheko", "ulap", [], on_source).sqlite == on_source[1].sqlite
     assert pick_spec("nextcloud", "other", on_target, on_source) is None
+
+
+def smtp_listener():
+    """A loopback SMTP server that accepts one mail and keeps it (a bounded thread)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(20)
+    received: dict = {}
+
+    def serve():
+        conn, _ = server.accept()
+        conn.settimeout(20)
+        stream = conn.makefile("rwb")
+
+        def reply(line: str) -> None:
+            stream.write(line.encode() + b"\r\n")
+            stream.flush()
+
+        reply("220 test ESMTP")
+        data = False
+        body: list[bytes] = []
+        for raw in stream:
+            line = raw.rstrip(b"\r\n")
+            if data:
+                if line == b".":
+                    data = False
+                    received["body"] = b"\n".join(body).decode()
+                    reply("250 queued")
+                else:
+                    body.append(line)
+                continue
+            command = line.decode().upper()
+            if command.startswith(("EHLO", "HELO")):
+                reply("250 test")
+            elif command.startswith("MAIL FROM:"):
+                received["from"] = line.decode()[10:]
+                reply("250 ok")
+            elif command.startswith("RCPT TO:"):
+                received["to"] = line.decode()[8:]
+                reply("250 ok")
+            elif command == "DATA":
+                data = True
+                reply("354 go")
+            elif command == "QUIT":
+                reply("221 bye")
+                break
+            else:
+                reply("502 no")
+        conn.close()
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server.getsockname()[1], thread, received
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed here")
+def test_a_backup_alert_is_handed_to_the_hosts_smtp_server_from_the_hosts_sender(tmp_path):
+    """lib.sh's alert() as a failed job calls it: one mail over SMTP, From the host's sender,
+    To the alert address, with the reason in its body (the lab proves the relay path)."""
+    port, thread, received = smtp_listener()
+    data = {**SFTP, "backup_alert_email": "alertes@hosting.example.net",
+            "mail_host_from": "serveurs@hosting.example.net"}
+    context = backup.backup_context("web-1", data)
+    from dataclasses import replace
+    context = replace(context, etc_dir=str(tmp_path), smtp_url=f"smtp://127.0.0.1:{port}")
+    (tmp_path / "restic.env").write_text(backup.render("restic.env.j2", backup=context))
+    (tmp_path / "lib.sh").write_text(backup.render("lib.sh.j2", backup=context))
+    result = subprocess.run(["bash", "-c", f". {tmp_path}/lib.sh; alert 'backup of web-1 failed' "
+                             "'restic exited 1: repository locked'"], capture_output=True, text=True,
+                            timeout=60)
+    thread.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert received["from"].strip("<>") == "serveurs@hosting.example.net"
+    assert received["to"].strip("<>") == "alertes@hosting.example.net"
+    assert "Subject: backup of web-1 failed" in received["body"]
+    assert "restic exited 1: repository locked" in received["body"]
+
+
+def test_the_alert_address_defaults_to_the_hosting_team_and_backup_smtp_is_refused():
+    context = backup.backup_context("web-1", {**SFTP, "mail_admin": "equipe@hosting.example.net"})
+    assert (context.mail_to, context.mail_from) == ("equipe@hosting.example.net",) * 2
+    with pytest.raises(backup.BackupDataError, match="mail_relay"):
+        backup.backup_context("web-1", {**SFTP, "backup_smtp": {"host": "smtp.example.net"}})

@@ -51,6 +51,7 @@ def test_first_deploy_plans_every_operation_in_this_order():
                                         BACKUP_STAGING_DIR, backup.CACHE_DIR, lib)),
         f"Install {etc}/restic.password (0600)", f"Install {etc}/restic.env (0600)",
         f"Install {etc}/id_ed25519 (0600)",
+        f"Remove {etc}/msmtprc (alerts go through Postfix)",
         *(f"Render {lib}/{script}.sh" for script in ("lib", "init", "check", *JOBS)),
         f"Render {etc}/ssh_config", f"Render {etc}/known_hosts",
         *(f"Render {units}/{unit}.{suffix}" for unit in UNITS for suffix in ("service", "timer")),

@@ -40,8 +40,9 @@ def test_defaults_match_the_deploy_data_defaults():
     """The knobs pyinfra fills in (data_defaults of @deploy("Base host")) are exactly the fields
     BaseSettings reads from host data, with the same defaults: a knob added to one only fails here."""
     deploy_defaults = base.base.__wrapped__.deploy_data  # where pyinfra's @deploy keeps data_defaults
-    # openings are not host data: deploy.py hands them over from the other roles' needs.
-    field_defaults = {f.name: f.default for f in dataclasses.fields(BaseSettings) if f.name != "openings"}
+    # openings and the report address are not host data: deploy.py hands them over from the plan.
+    field_defaults = {f.name: f.default for f in dataclasses.fields(BaseSettings)
+                      if f.name not in ("openings", "update_report_mail_to")}
     assert set(deploy_defaults) == set(field_defaults)
     # Host data holds lists where BaseSettings keeps tuples.
     as_settings = {name: tuple(v) if isinstance(v, list) else v for name, v in deploy_defaults.items()}
@@ -251,6 +252,21 @@ def test_unattended_upgrades_security_only_and_reboot_option():
     origins = [l.strip() for l in never.splitlines() if l.strip().startswith('"origin=')]
     assert origins and all("label=Debian-Security" in o for o in origins)
     assert 'APT::Periodic::Unattended-Upgrade "1";' in render.auto_upgrades_config(settings())
+
+
+@pytest.mark.skipif(shutil.which("apt-config") is None, reason="apt-config is not installed here")
+def test_update_reports_are_mailed_to_the_hosting_team_when_there_is_one(tmp_path):
+    """apt's own parser reads the rendered file: Mail is set with mail_admin, absent without."""
+    def parsed(text: str) -> str:
+        (tmp_path / "uu.conf").write_text(text)
+        return subprocess.run(["apt-config", "-c", str(tmp_path / "uu.conf"), "dump", "Unattended-Upgrade"],
+                              capture_output=True, text=True, check=True).stdout
+
+    mailed = parsed(render.unattended_upgrades_config(
+        BaseSettings.from_data({}, update_report_mail_to="equipe@hosting.example.net")))
+    assert 'Unattended-Upgrade::Mail "equipe@hosting.example.net";' in mailed
+    assert 'Unattended-Upgrade::MailReport "on-change";' in mailed
+    assert "Unattended-Upgrade::Mail " not in parsed(render.unattended_upgrades_config(settings()))
 
 
 def test_journald_limit():

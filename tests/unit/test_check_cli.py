@@ -102,3 +102,25 @@ def test_pyinfra_with_a_bad_tenant_touches_no_host(tmp_path, env):
     assert "amap.yml: contact.email: an e-mail address" in result.stderr
     assert "inventory/prod.py" not in result.stderr or "nothing was deployed" in result.stderr
     assert "Connecting" not in result.stdout + result.stderr
+
+
+def test_check_names_every_problem_of_the_mail_data_at_once(tmp_path, env):
+    """A tenant's own relay, bad in three ways, and a relay given to one host in the inventory:
+    every problem named with its file and field, before anything else happens."""
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    (tenants / "amap.yml").write_text(
+        "slug: amap\nname: AMAP\ncontact: {email: bureau@amap.example.org}\n"
+        "apps: {paheko: {host: web-1, domain: gestion.amap.example.org}}\n"
+        "admins: [{name: A, email: a@amap.example.org}]\n"
+        "mail: {from: nope, relay: {host: smtp.provider.example, port: 25, tls: plain}}\n")
+    path = inventory(tmp_path)
+    path.write_text(path.read_text() + 'web[0][1]["mail_relay"] = {"host": "smtp.example.net", '
+                    '"login": "x", "password": "in clear"}\n')
+    result = run(str(VENV_BIN / "python"), "-m", "commands", "check", "--inventory", str(path),
+                 "--tenants", str(tenants), env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    for expected in ("amap.yml: mail.from: an e-mail address", "amap.yml: mail.relay.tls:",
+                     "amap.yml: mail.relay.login: required", "web-1.mail_relay.password: no such key"):
+        assert expected in result.stderr, result.stderr
+    assert "in clear" not in result.stderr

@@ -185,3 +185,17 @@ def test_a_lab_slot_shifts_names_ports_and_state_folder():
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
                          env={**os.environ, "ASSOTIC_LAB_SLOT": "4"}, check=True).stdout.split()
     assert out == ["assotic-lab4-web-1", "2241", ".lab4"]
+
+
+def test_a_lab_host_is_made_knowing_the_mail_relay_and_not_reused_without_it():
+    from lab import relay
+
+    wanted = relay.extra_hosts()
+    kwargs = lab.run_kwargs(WEB_1, extra_hosts=wanted)
+    assert kwargs["extra_hosts"] == {relay.RELAY_NAME: relay.RELAY_ADDRESS}
+    # Docker keeps them as name:address (docker inspect .HostConfig.ExtraHosts).
+    made_with = [f"{relay.RELAY_NAME}:{relay.RELAY_ADDRESS}"]
+    assert lab.extra_hosts_refusal(made_with, wanted) is None
+    for older in (None, [], [f"{relay.RELAY_NAME}:10.0.0.9"]):
+        refusal = lab.extra_hosts_refusal(older, wanted)
+        assert refusal and relay.RELAY_NAME in refusal and "mail relay" in refusal

@@ -3,9 +3,14 @@ and warnings, needs, rendered files, team steps and the commands they run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -222,6 +227,29 @@ def test_env_file_holds_every_setting_and_keeps_paths_in_the_home():
             mattermost.environment(model.MattermostInstance("x'y", "web-1", "a.example.org", 1, (), True), "p")
 
 
+def test_mail_goes_to_the_hosts_postfix_as_the_association_or_as_the_shared_instance():
+    own = tenant("amap", host="web-1", domain="chat.amap.example.org")
+    shared = tenant("velo", instance="chat")
+    instances, problems = built(tenants=[("amap.yml", own), ("velo.yml", shared)])
+    assert problems == []
+    by_name = {i.name: i for i in instances}
+
+    def mail_lines(inst):
+        text = mattermost.env_file(inst, "pw", {}, inst.mail_sender([own, shared]))
+        return {k: v for k, v in (line.split("=", 1) for line in text.splitlines()
+                                  if line.startswith("MM_EMAILSETTINGS_"))}
+
+    amap = mail_lines(by_name["amap"])
+    assert amap["MM_EMAILSETTINGS_SMTPSERVER"] == "127.0.0.1" and amap["MM_EMAILSETTINGS_SMTPPORT"] == "25"
+    assert amap["MM_EMAILSETTINGS_SENDEMAILNOTIFICATIONS"] == "true"
+    assert amap["MM_EMAILSETTINGS_ENABLESMTPAUTH"] == "false"
+    assert amap["MM_EMAILSETTINGS_FEEDBACKEMAIL"] == "no-reply@chat.amap.example.org"
+    assert amap["MM_EMAILSETTINGS_REPLYTOADDRESS"] == "x@amap.example.org"
+    chat = mail_lines(by_name["chat"])
+    assert chat["MM_EMAILSETTINGS_FEEDBACKEMAIL"] == "no-reply@chat.example.org"
+    assert chat["MM_EMAILSETTINGS_REPLYTOADDRESS"] == ""
+
+
 def test_unit_runs_as_the_instances_user_with_its_env_file():
     unit = mattermost.unit_template()
     for line in ("Type=notify", "User=mattermost_%i", "Group=mattermost_%i",
@@ -247,55 +275,139 @@ def test_standin_code_compiles_and_says_what_it_is():
     assert mattermost.STANDIN_BANNER in code and '"standin": True' in code
 
 
-def test_standin_answers_ping_over_http_and_local_socket(tmp_path):
-    """Run the stand-in for real against a fake psycopg2 (no PostgreSQL here)."""
+FAKE_PSYCOPG2 = (
+    "class _C:\n    def __enter__(self): return self\n    def __exit__(self, *a): pass\n"
+    "    def execute(self, q): pass\n    def fetchone(self): return ('mattermost_t', 'mattermost_t')\n"
+    "class _K:\n    def cursor(self): return _C()\n    def close(self): pass\n"
+    "def connect(dsn, connect_timeout): return _K()\n")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_standin(tmp_path, env: dict[str, str]):
+    """The stand-in as a real process (system python3) with `env` over its listen address and
+    local-mode socket, against a fake psycopg2 (no PostgreSQL here). Yields (port, socket)."""
     if shutil.which("python3") is None:
         pytest.skip("no python3")
     fake = tmp_path / "fake"
     fake.mkdir()
-    (fake / "psycopg2.py").write_text(
-        "class _C:\n    def __enter__(self): return self\n    def __exit__(self, *a): pass\n"
-        "    def execute(self, q): pass\n    def fetchone(self): return ('mattermost_t', 'mattermost_t')\n"
-        "class _K:\n    def cursor(self): return _C()\n    def close(self): pass\n"
-        "def connect(dsn, connect_timeout): return _K()\n")
+    (fake / "psycopg2.py").write_text(FAKE_PSYCOPG2)
     script = tmp_path / "standin.py"
     script.write_text(mattermost.standin_code())
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    sock = tmp_path / "mm.sock"
-    env = {"PYTHONPATH": str(fake), "PATH": "/usr/bin:/bin",
+    port, sock = free_port(), tmp_path / "mm.sock"
+    env = {**env, "PYTHONPATH": str(fake), "PATH": "/usr/bin:/bin",
            "MM_SQLSETTINGS_DATASOURCE": "postgres://u:p@127.0.0.1/db",
            "MM_SERVICESETTINGS_LISTENADDRESS": f"127.0.0.1:{port}",
            "MM_SERVICESETTINGS_ENABLELOCALMODE": "true",
-           "MM_SERVICESETTINGS_LOCALMODESOCKETLOCATION": str(sock),
-           "ASSOTIC_MATTERMOST_INSTANCE": "t"}
+           "MM_SERVICESETTINGS_LOCALMODESOCKETLOCATION": str(sock)}
     process = subprocess.Popen(["python3", str(script)], env=env, stderr=subprocess.PIPE)
     try:
-        import time
-        import urllib.request
-
         for _ in range(50):
-            if sock.exists():
+            if sock.exists() or process.poll() is not None:
                 break
             time.sleep(0.1)
+        assert sock.exists(), process.stderr.read().decode() if process.poll() is not None else "no socket"
+        yield port, sock
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def local_request(sock: Path, method: str, path: str, body: bytes = b"") -> tuple[int, dict]:
+    """One request on the local-mode socket, as `curl --unix-socket` sends it: (status, JSON)."""
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(30)
+        client.connect(str(sock))
+        client.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                       + body)
+        reply = b""
+        while chunk := client.recv(65536):
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+def test_standin_answers_ping_over_http_and_local_socket(tmp_path):
+    with running_standin(tmp_path, {"ASSOTIC_MATTERMOST_INSTANCE": "t"}) as (port, sock):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v4/system/ping", timeout=5) as r:
             body = json.load(r)
         assert body["status"] == "OK" and body["standin"] is True and body["instance"] == "t"
         assert body["database"] == "ok" and body["database_user"] == "mattermost_t"
         assert oct(sock.stat().st_mode & 0o777) == "0o600"
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(str(sock))
-            client.sendall(b"GET /api/v4/system/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while chunk := client.recv(65536):
-                reply += chunk
-        assert reply.startswith(b"HTTP/1.") and b'"standin": true' in reply
+        status, body = local_request(sock, "GET", "/api/v4/system/ping")
+        assert status == 200 and body["standin"] is True
+
+
+def ulap_instance_env(smtp_port: int, **extra: str) -> dict[str, str]:
+    """The environment roles/mattermost writes for ulap's own instance (it sends as ulap, with a
+    Reply-To), its SMTP port moved to a loopback test listener."""
+    instances, _ = built()
+    inst = next(i for i in instances if i.name == "ulap")
+    env = dict(mattermost.environment(inst, "db-pw", None, inst.mail_sender([ulap()])))
+    return {**env, "MM_EMAILSETTINGS_SMTPPORT": str(smtp_port), **extra}
+
+
+def test_standin_sends_the_test_mail_of_its_email_settings_on_the_local_socket_only(tmp_path):
+    """POST /api/v4/email/test, Mattermost's route: one mail through MM_EMAILSETTINGS_*, From
+    the instance's sender; on the local-mode socket only (through nginx it would be anyone's)."""
+    from test_backup import smtp_listener
+
+    smtp_port, thread, received = smtp_listener()
+    env = ulap_instance_env(smtp_port)
+    assert env["MM_EMAILSETTINGS_SMTPSERVER"] == "127.0.0.1"
+    with running_standin(tmp_path, env) as (port, sock):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v4/email/test", method="POST",
+                                         data=json.dumps({"to": "intruder@example.net"}).encode())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 404
+        status, body = local_request(sock, "POST", "/api/v4/email/test",
+                                     json.dumps({"to": "test@lab.example.org"}).encode())
+    thread.join(timeout=30)
+    assert (status, body["status"], body["standin"]) == (200, "OK", True), body
+    assert body["smtp_reply"] == "250 queued"  # the listener's answer to the message
+    # The listener takes one connection: the mail is the socket's, the HTTP request sent none.
+    assert received["from"] == "<no-reply@cloud.ulap.example.org>" == f"<{env['MM_EMAILSETTINGS_FEEDBACKEMAIL']}>"
+    assert received["to"] == "<test@lab.example.org>"
+    headers = received["body"].split("\n\n")[0].splitlines()
+    assert "From: no-reply@cloud.ulap.example.org" in headers
+    assert "Reply-To: bureau@ulap.example.org" in headers
+    assert "To: test@lab.example.org" in headers
+    assert "Subject: assotic stand-in of Mattermost instance ulap: test mail" in headers
+
+
+@pytest.mark.parametrize("smtp, expected", [
+    ("closed", "ConnectionRefusedError"),
+    ("silent", "timed out"),  # accepts the connection, never greets: the timeout ends it
+])
+def test_standin_answers_an_smtp_failure_with_500_and_its_reason_not_a_hang(tmp_path, smtp, expected):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    if smtp == "silent":
+        silent.listen(1)  # the kernel completes the handshake; nobody ever answers
+    smtp_port = silent.getsockname()[1]
+    if smtp == "closed":
+        silent.close()
+    env = ulap_instance_env(smtp_port, MM_EMAILSETTINGS_SMTPSERVERTIMEOUT="1")
+    try:
+        with running_standin(tmp_path, env) as (_, sock):
+            started = time.monotonic()
+            status, body = local_request(sock, "POST", "/api/v4/email/test", b'{"to": "test@lab.example.org"}')
+            elapsed = time.monotonic() - started
+            bad_status, bad_body = local_request(sock, "POST", "/api/v4/email/test", b'{"email": "x"}')
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        silent.close()
+    assert status == 500 and body["id"] == "app.admin.test_email.failure", body
+    assert expected in body["message"] and body["standin"] is True
+    assert elapsed < 5
+    assert bad_status == 400 and "to" in bad_body["message"]
 
 
 # -- teams and admins ----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def fresh_run(monkeypatch):
     """Each plan is one deploy: the per-run "scheduled once" sets start empty."""
     monkeypatch.setattr(mattermost, "_code_scheduled", set())
     monkeypatch.setattr(mattermost, "_unit_template_ops", {})
+    monkeypatch.setattr(mattermost, "_standin_code_ops", {})
     monkeypatch.setattr(releases, "_scheduled", {})
 
 
@@ -375,4 +376,23 @@ def test_standin_plans_the_same_unit_and_no_team_step(tmp_path):
     standin = "Render /opt/assotic/standin/mattermost-standin.py"
     assert [op.name for op in ops] == [
         "Install what the Mattermost stand-in needs (python3-psycopg2, curl)", "Create /opt/assotic/standin",
-        standin, *instance_ops("chat"), standin, *instance_ops("ulap", unit_template=False)]
+        standin, *instance_ops("chat"), *instance_ops("ulap", unit_template=False)]
+
+
+def test_a_new_standin_script_restarts_every_instance_of_the_host(tmp_path, monkeypatch):
+    """One script serves every instance of the host: each instance's restart follows the one
+    operation that writes it (seen in the lab: ulap kept running the old script)."""
+    from roles import remote_files
+
+    followed = {}
+    real_reload_after = remote_files.reload_after
+
+    def recording_reload_after(name, command, changed, stamp, covers):
+        followed[stamp] = list(changed)
+        return real_reload_after(name, command, changed, stamp, covers)
+
+    monkeypatch.setattr(remote_files, "reload_after", recording_reload_after)
+    plan_both(tmp_path, None)
+    script_op = mattermost._standin_code_ops["web-1"]
+    assert script_op in followed[mattermost.unit_name(instance("chat"))]
+    assert script_op in followed[mattermost.unit_name(instance("ulap"))]
