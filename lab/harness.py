@@ -479,16 +479,21 @@ def bridge_address(h: LabHost) -> str | None:
         return None
 
 
+def reusable(container, refusal: str | None):
+    """`container`, or None once it is removed because `refusal` says why it cannot be reused."""
+    if container is None or not refusal:
+        return container
+    say(f"{container.name} cannot be reused: {refusal}; removing it and starting it afresh")
+    container.remove(force=True)
+    return None
+
+
 def start_container(client, h: LabHost, key_id: str, extra_hosts: dict[str, str]) -> None:
     container = get_container(client, h)
     where = f"{h.name} ({debian_release(h.suite)}) on 127.0.0.1:{h.ssh_port}"
-    refusal = container and (reuse_refusal(container.labels, key_id)
-                             or extra_hosts_refusal(container.attrs["HostConfig"].get("ExtraHosts"),
-                                                    extra_hosts))
-    if refusal:
-        say(f"{container.name} cannot be reused: {refusal}; removing it and starting it afresh")
-        container.remove(force=True)
-        container = None
+    container = reusable(container, container and (
+        reuse_refusal(container.labels, key_id)
+        or extra_hosts_refusal(container.attrs["HostConfig"].get("ExtraHosts"), extra_hosts)))
     if container is None:
         say(f"starting {where}")
         client.containers.run(**run_kwargs(h, key_id=key_id, extra_hosts=extra_hosts))

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from assotic.layout import MAIL_RELAY_SECRET
 from lab.harness import (CONTAINER_PREFIX, LAB_DIR, LAB_SLOT, SECRETS_KEY, SECRETS_STORE,
-                         LabError, docker_client, image_tag, reuse_refusal, say,
+                         LabError, docker_client, image_tag, reusable, reuse_refusal, say,
                          system_state, systemd_container_kwargs)
 
 RELAY_NAME = "relay.lab.example.org"
@@ -284,11 +284,7 @@ def start_relay(client, key_id: str) -> None:
     password = ensure_relay_password()
     network = ensure_network(client)
     container = get_relay(client)
-    refusal = container and reuse_refusal(container.labels, key_id)
-    if refusal:
-        say(f"{RELAY_CONTAINER} cannot be reused: {refusal}; removing it and starting it afresh")
-        container.remove(force=True)
-        container = None
+    container = reusable(container, container and reuse_refusal(container.labels, key_id))
     if container is None:
         say(f"starting the lab mail relay {RELAY_NAME} at {RELAY_ADDRESS}:{RELAY_PORT}")
         container = client.containers.create(

@@ -361,9 +361,23 @@ def step_commands(inst: MattermostInstance, release: Artifact, step: TeamStep,
 
 
 _code_scheduled: set[tuple[str, str]] = set()
-# The operation writing UNIT_TEMPLATE on each host (rendered once, followed by every instance).
-_unit_template_ops: dict = {}
-_standin_code_ops: dict = {}
+# The operation writing each file that every instance of a host shares (the unit template,
+# the stand-in's script), by (host, path): planned once, and every instance's restart follows
+# it. A second put_text of the same file plans nothing the instance's restart can follow (its
+# stamp was read before the first wrote it): seen in the lab, the second instance restarted
+# one deploy late (the template) or ran the old script (the stand-in's, instance ulap).
+_shared_file_ops: dict = {}
+
+
+def _shared_file(path: str, content: str, mode: str = "0644"):
+    """The one operation writing `path`, shared by every instance of this host."""
+    from pyinfra import host
+
+    from roles.remote_files import put_text
+
+    if (host.name, path) not in _shared_file_ops:
+        _shared_file_ops[(host.name, path)] = put_text(path, content, mode=mode)
+    return _shared_file_ops[(host.name, path)]
 
 
 def deploy(app, secrets: Any) -> None:
@@ -415,11 +429,9 @@ def _install_code(inst: MattermostInstance, release: Artifact | None, local_rele
 
 def _install_standin(inst: MattermostInstance) -> list:
     """The stand-in instead of the release, said loudly: its packages and folder once per host
-    and run, its script for every instance (put_text plans nothing when it is current)."""
+    and run, its script written once for all the host's instances (_shared_file)."""
     from pyinfra import host
     from pyinfra.operations import apt, files
-
-    from roles.remote_files import put_text
 
     host.noop(f"!!! mattermost instance {inst.name} ({inst.domain}): the real release was not "
               "provided; running the assotic STAND-IN in its unit instead "
@@ -430,12 +442,7 @@ def _install_standin(inst: MattermostInstance) -> list:
                      packages=list(STANDIN_PACKAGES), cache_time=86400, update=True)
         files.directory(name=f"Create {STANDIN_ROOT}", path=STANDIN_ROOT, user="root",
                         group="root", mode="0755", present=True)
-    # One script for every instance of the host: each instance's restart follows the one
-    # operation that writes it (a second put_text would find nothing to do, and the second
-    # instance kept running the old script: seen on the lab's instance ulap).
-    if host.name not in _standin_code_ops:
-        _standin_code_ops[host.name] = put_text(STANDIN_FILE, standin_code(), mode="0755")
-    return [_standin_code_ops[host.name]]
+    return [_shared_file(STANDIN_FILE, standin_code(), mode="0755")]
 
 
 def _create_data_folders(inst: MattermostInstance) -> None:
@@ -464,11 +471,7 @@ def _install_configuration(inst: MattermostInstance, release: Artifact | None, s
     changed = [put_text(env_path(inst), env_file(inst, secrets.get(inst.secret("db_password")),
                                                  host.data, sender), mode="0640", user="root",
                         group=inst.user)]
-    # One template for every instance of the host, rendered with the first one; each instance's
-    # restart follows its change (the later ones' stamps were read before it was written).
-    if host.name not in _unit_template_ops:
-        _unit_template_ops[host.name] = put_text(UNIT_TEMPLATE, unit_template())
-    changed.append(_unit_template_ops[host.name])
+    changed.append(_shared_file(UNIT_TEMPLATE, unit_template()))
     changed.append(put_text(dropin_path(inst), release_dropin(inst, release)))
     return changed
 

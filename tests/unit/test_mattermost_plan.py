@@ -39,8 +39,7 @@ class Secrets:
 def fresh_run(monkeypatch):
     """Each plan is one deploy: the per-run "scheduled once" sets start empty."""
     monkeypatch.setattr(mattermost, "_code_scheduled", set())
-    monkeypatch.setattr(mattermost, "_unit_template_ops", {})
-    monkeypatch.setattr(mattermost, "_standin_code_ops", {})
+    monkeypatch.setattr(mattermost, "_shared_file_ops", {})
     monkeypatch.setattr(releases, "_scheduled", {})
 
 
@@ -307,11 +306,25 @@ def plan_both(tmp_path, rel):
                               for inst in (chat, ulap)])
 
 
-def test_a_new_unit_template_restarts_every_instance_of_the_host(tmp_path, monkeypatch):
-    """The template is rendered with the first instance; the second's restart must follow it too
-    (its stamp was read before the template was written: seen in the lab, restarted one deploy late)."""
+@pytest.fixture
+def followed(monkeypatch) -> dict:
+    """What each unit's restart follows: stamp -> the operations passed to reload_after."""
     from roles import remote_files
 
+    recorded = {}
+    real_reload_after = remote_files.reload_after
+
+    def recording_reload_after(name, command, changed, stamp, covers):
+        recorded[stamp] = list(changed)
+        return real_reload_after(name, command, changed, stamp, covers)
+
+    monkeypatch.setattr(remote_files, "reload_after", recording_reload_after)
+    return recorded
+
+
+def test_a_new_unit_template_restarts_every_instance_of_the_host(tmp_path, followed):
+    """The template is rendered with the first instance; the second's restart must follow it too
+    (its stamp was read before the template was written: seen in the lab, restarted one deploy late)."""
     chat, ulap, rel = instance("chat"), instance("ulap"), release("11.1.1")
     facts = current_facts(chat, rel, CHAT_USERS, CHAT_ADMINS, ["toitcommun", "zerodechet"])
     facts.update({"MmctlJson": [], "Directory": None, "ChangedSinceStamp": False, "FolderFiles": {},
@@ -319,14 +332,6 @@ def test_a_new_unit_template_restarts_every_instance_of_the_host(tmp_path, monke
     facts.pop("MattermostTeamAdmins")
     facts[("MattermostTeamAdmins", (("database", "mattermost_chat"),))] = CHAT_ADMINS
     facts[("FolderFiles", (("folder", mattermost.UNIT_DIR),))] = {}  # the template is new
-    followed = {}
-    real_reload_after = remote_files.reload_after
-
-    def recording_reload_after(name, command, changed, stamp, covers):
-        followed[stamp] = list(changed)
-        return real_reload_after(name, command, changed, stamp, covers)
-
-    monkeypatch.setattr(remote_files, "reload_after", recording_reload_after)
 
     def both():
         mattermost.mattermost(chat, rel, tmp_path / rel.filename, Secrets(), served(chat))
@@ -335,7 +340,7 @@ def test_a_new_unit_template_restarts_every_instance_of_the_host(tmp_path, monke
     (tmp_path / rel.filename).write_bytes(b"not really a tarball")
     FakeHost("web-1", {"web": ["web-1"]}, {"platform": Platform(tenants=[t for _, t in LOADED], secrets=None)},
              facts).plan(both)
-    template_op = mattermost._unit_template_ops["web-1"]
+    template_op = mattermost._shared_file_ops[("web-1", mattermost.UNIT_TEMPLATE)]
     assert template_op in followed[mattermost.unit_name(chat)]
     assert template_op in followed[mattermost.unit_name(ulap)]
 
@@ -379,20 +384,10 @@ def test_standin_plans_the_same_unit_and_no_team_step(tmp_path):
         standin, *instance_ops("chat"), *instance_ops("ulap", unit_template=False)]
 
 
-def test_a_new_standin_script_restarts_every_instance_of_the_host(tmp_path, monkeypatch):
+def test_a_new_standin_script_restarts_every_instance_of_the_host(tmp_path, followed):
     """One script serves every instance of the host: each instance's restart follows the one
     operation that writes it (seen in the lab: ulap kept running the old script)."""
-    from roles import remote_files
-
-    followed = {}
-    real_reload_after = remote_files.reload_after
-
-    def recording_reload_after(name, command, changed, stamp, covers):
-        followed[stamp] = list(changed)
-        return real_reload_after(name, command, changed, stamp, covers)
-
-    monkeypatch.setattr(remote_files, "reload_after", recording_reload_after)
     plan_both(tmp_path, None)
-    script_op = mattermost._standin_code_ops["web-1"]
+    script_op = mattermost._shared_file_ops[("web-1", mattermost.STANDIN_FILE)]
     assert script_op in followed[mattermost.unit_name(instance("chat"))]
     assert script_op in followed[mattermost.unit_name(instance("ulap"))]
